@@ -34,6 +34,9 @@ type Result struct {
 	// Warning is set when the check passed but something deserves a look
 	// (kubelet's "Warning" result: e.g. a redirect to another host).
 	Warning string
+	// Source names what decided, where more than one could have (mesh.synced:
+	// xds, syncz, configdump or local).
+	Source string
 }
 
 // CheckFunc is the one shape every check has.

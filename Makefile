@@ -1,0 +1,62 @@
+# meshready — see README.md. Every target works on a fresh Debian machine with Go.
+GO       ?= go
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT   ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+LDFLAGS  := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
+BIN      := bin/meshready
+FUZZTIME ?= 10s
+# Packages with fuzz targets; `make fuzz` runs each target for $(FUZZTIME).
+FUZZ_PKGS := ./envoyadmin ./probe
+
+.PHONY: all build test deps fmt-check vet unit bench fuzz run clean size
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/meshready
+
+# What the tests need from Debian: unshare (util-linux) for the PID-1 tests,
+# ps (procps). Installed only when missing, and only when we are root.
+deps:
+	@missing=""; \
+	command -v unshare >/dev/null 2>&1 || missing="$$missing util-linux"; \
+	command -v ps >/dev/null 2>&1 || missing="$$missing procps"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else echo "WARNING: missing$$missing (install them; the PID-1 tests will skip loudly)"; fi; \
+	fi
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+unit:
+	$(GO) test -race -count=1 ./...
+
+test: deps fmt-check vet unit
+
+bench:
+	$(GO) test -run='^$$' -bench=. -benchmem ./...
+
+fuzz:
+	@set -e; for pkg in $(FUZZ_PKGS); do \
+	  for t in $$($(GO) test -list='^Fuzz' $$pkg | grep '^Fuzz'); do \
+	    echo "== $$pkg $$t ($(FUZZTIME))"; \
+	    $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) $$pkg; \
+	  done; \
+	done
+
+size: build
+	@ls -l $(BIN) | awk '{printf "%s: %.2f MiB\n", $$9, $$5/1048576}'
+
+# Until `make demo` exists: the agent with local defaults. With no Envoy on
+# 127.0.0.1:15000 it says why it is not ready, then serves :54321 (Ctrl-C stops).
+run: build
+	-$(BIN) check
+	$(BIN) serve
+
+clean:
+	rm -rf bin

@@ -1,0 +1,191 @@
+package probe
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// ServerOptions configure the probe server on --listen.
+type ServerOptions struct {
+	// Ready answers /health.
+	Ready *Aggregator
+	// Live answers /health/live; nil means "the agent serves" is enough.
+	// It must never hold Envoy or Pilot checks: a Pilot outage must not
+	// make the kubelet restart every pod.
+	Live *Aggregator
+	// Metrics, when set, is served on /metrics.
+	Metrics *Metrics
+	// VerboseRemote lets non-loopback clients read the verbose body (proxy
+	// id, versions, app URLs); by default they get the one-line body.
+	VerboseRemote bool
+	// MaxConns bounds concurrent connections so a slow or hostile client on
+	// the pod network cannot crowd out the kubelet's probe (default 64).
+	MaxConns int
+	Logger   *slog.Logger
+}
+
+var (
+	hdrText    = []string{"text/plain; charset=utf-8"}
+	hdrJSON    = []string{"application/json"}
+	hdrNoStore = []string{"no-store"}
+	hdrAllow   = []string{"GET, HEAD"}
+)
+
+// Handler serves /health, /health/live and /metrics. Nothing on this port
+// changes anything: GET and HEAD only.
+func Handler(o ServerOptions) http.Handler {
+	var metrics http.Handler = http.NotFoundHandler()
+	if o.Metrics != nil {
+		metrics = promhttp.HandlerFor(o.Metrics.Registry, promhttp.HandlerOpts{MaxRequestsInFlight: 4, Timeout: 5 * time.Second})
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header()["Allow"] = hdrAllow
+			http.Error(w, "method not allowed: this port only answers GET and HEAD", http.StatusMethodNotAllowed)
+			return
+		}
+		switch r.URL.Path {
+		case "/health":
+			serveVerdict(w, r, o.Ready.Verdict(r.Context()), o.VerboseRemote)
+		case "/health/live":
+			if o.Live == nil {
+				serveVerdict(w, r, agentLive, o.VerboseRemote)
+				return
+			}
+			serveVerdict(w, r, o.Live.Verdict(r.Context()), o.VerboseRemote)
+		case "/metrics":
+			metrics.ServeHTTP(w, r)
+		default:
+			http.NotFound(w, r)
+		}
+	})
+}
+
+// agentLive is /health/live's verdict when no --app-live is set: answering
+// at all is the proof.
+var agentLive = newVerdict(time.Time{}, []Outcome{{Name: "agent", Result: passf("serving")}})
+
+func serveVerdict(w http.ResponseWriter, r *http.Request, v *Verdict, verboseRemote bool) {
+	h := w.Header()
+	h["Cache-Control"] = hdrNoStore
+	if r.URL.RawQuery != "" && wantsVerbose(r) && (verboseRemote || fromLoopback(r)) {
+		h["Content-Type"] = hdrJSON
+		w.WriteHeader(v.Code())
+		if r.Method == http.MethodGet {
+			w.Write(v.VerboseJSON())
+		}
+		return
+	}
+	h["Content-Type"] = hdrText
+	w.WriteHeader(v.Code())
+	if r.Method == http.MethodGet {
+		w.Write(v.Body())
+	}
+}
+
+func wantsVerbose(r *http.Request) bool {
+	switch r.URL.Query().Get("verbose") {
+	case "", "0", "false":
+		return false
+	}
+	return true
+}
+
+func fromLoopback(r *http.Request) bool {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	return err == nil && ap.Addr().Unmap().IsLoopback()
+}
+
+// Serve listens on addr and serves until ctx ends, then shuts down within
+// a few seconds. It returns the listen error, if any, at once.
+func Serve(ctx context.Context, addr string, o ServerOptions) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	return ServeListener(ctx, ln, o)
+}
+
+// ServeListener is Serve on a listener the caller made (tests use port 0).
+func ServeListener(ctx context.Context, ln net.Listener, o ServerOptions) error {
+	if o.MaxConns <= 0 {
+		o.MaxConns = 64
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	srv := &http.Server{
+		Handler:           Handler(o),
+		ReadHeaderTimeout: 2 * time.Second,
+		ReadTimeout:       5 * time.Second,
+		WriteTimeout:      10 * time.Second,
+		IdleTimeout:       30 * time.Second,
+		MaxHeaderBytes:    8 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(limitListener(ln, o.MaxConns)) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		err := srv.Shutdown(sctx)
+		if err2 := <-errc; err2 != nil && !errors.Is(err2, http.ErrServerClosed) && err == nil {
+			err = err2
+		}
+		return err
+	}
+}
+
+// limitListener caps accepted-and-open connections at n; further clients
+// wait in the kernel's backlog.
+func limitListener(ln net.Listener, n int) net.Listener {
+	return &limitedListener{Listener: ln, sem: make(chan struct{}, n)}
+}
+
+type limitedListener struct {
+	net.Listener
+	sem chan struct{}
+}
+
+func (l *limitedListener) Accept() (net.Conn, error) {
+	l.sem <- struct{}{}
+	c, err := l.Listener.Accept()
+	if err != nil {
+		<-l.sem
+		return nil, err
+	}
+	return &limitedConn{Conn: c, release: func() { <-l.sem }}, nil
+}
+
+type limitedConn struct {
+	net.Conn
+	release func()
+	once    sync.Once
+}
+
+func (c *limitedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
+}
+
+// ListenHint turns a listen error into advice.
+func ListenHint(addr string, err error) string {
+	if strings.Contains(err.Error(), "address already in use") {
+		return "cannot listen on " + addr + ": the port is taken (another meshready, or the app?); choose another with --listen"
+	}
+	return "cannot listen on " + addr + ": " + err.Error()
+}
