@@ -110,7 +110,7 @@ func (s *Sidecar) decide(present bool, why string) {
 
 func (s *Sidecar) decideLocked(present bool, why string) {
 	s.decided, s.present, s.why = true, present, why
-	s.log.Info("sidecar decided", "present", present, "why", why)
+	s.log.Debug("sidecar decided", "present", present, "why", why)
 }
 
 // hasAnnotation reads a Downward API annotations file (key="value" lines) and
