@@ -1,0 +1,168 @@
+// Command healthload measures the built agent the way the README's
+// Performance section reports it: it starts bin/meshready serve against a
+// stand-in Envoy admin API, reads its idle RSS, drives /health at a fixed
+// rate over loopback and reports latency percentiles and RSS under load.
+//
+//	go run ./internal/healthload -bin bin/meshready -rate 5000 -duration 10s
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/meshready/meshready/internal/standin"
+)
+
+func main() {
+	bin := flag.String("bin", "bin/meshready", "the agent binary to measure")
+	rate := flag.Int("rate", 5000, "requests per second")
+	duration := flag.Duration("duration", 10*time.Second, "how long to drive load")
+	conns := flag.Int("conns", 32, "client connections (keep-alive)")
+	flag.Parse()
+	if err := measure(*bin, *rate, *duration, *conns); err != nil {
+		fmt.Fprintln(os.Stderr, "healthload:", err)
+		os.Exit(1)
+	}
+}
+
+func measure(bin string, rate int, duration time.Duration, conns int) error {
+	envoy := standin.NewEnvoy(standin.LiveSynced())
+	defer envoy.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+
+	cmd := exec.Command(bin, "serve", "--listen="+addr, "--envoy-admin="+envoy.URL, "--sidecar=required", "--log-level=warn")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+
+	url := "http://" + addr + "/health"
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns}, Timeout: 2 * time.Second}
+	if err := waitReady(client, url); err != nil {
+		return err
+	}
+	time.Sleep(2 * time.Second) // let the runtime settle before reading idle RSS
+	idle, _ := rssKiB(cmd.Process.Pid)
+
+	total := int(float64(rate) * duration.Seconds())
+	lat := make([]time.Duration, total)
+	var failed, non200 int
+	var mu sync.Mutex
+	var peak int
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { // sample RSS under load
+		for ctx.Err() == nil {
+			if r, err := rssKiB(cmd.Process.Pid); err == nil {
+				mu.Lock()
+				peak = max(peak, r)
+				mu.Unlock()
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+	jobs := make(chan int, conns*4)
+	var wg sync.WaitGroup
+	for range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range jobs {
+				start := time.Now()
+				resp, err := client.Get(url)
+				if err != nil {
+					mu.Lock()
+					failed++
+					mu.Unlock()
+					lat[i] = -1
+					continue
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				lat[i] = time.Since(start)
+				if resp.StatusCode != 200 {
+					mu.Lock()
+					non200++
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	// Open-loop pacing: request i is due at start + i/rate, whether or not
+	// earlier ones have answered.
+	start := time.Now()
+	interval := time.Second / time.Duration(rate)
+	for i := range total {
+		if d := time.Until(start.Add(time.Duration(i) * interval)); d > 0 {
+			time.Sleep(d)
+		}
+		jobs <- i
+	}
+	close(jobs)
+	wg.Wait()
+	elapsed := time.Since(start)
+	cancel()
+
+	ok := make([]time.Duration, 0, total)
+	for _, d := range lat {
+		if d >= 0 {
+			ok = append(ok, d)
+		}
+	}
+	slices.Sort(ok)
+	pct := func(p float64) time.Duration {
+		if len(ok) == 0 {
+			return 0
+		}
+		return ok[min(len(ok)-1, int(p*float64(len(ok))))]
+	}
+	fmt.Printf("requests      %d in %s (%.0f req/s achieved), %d failed, %d not 200\n", total, elapsed.Round(time.Millisecond), float64(total)/elapsed.Seconds(), failed, non200)
+	fmt.Printf("latency       p50 %s  p90 %s  p99 %s  max %s\n", pct(.50), pct(.90), pct(.99), pct(1))
+	fmt.Printf("rss           idle %.1f MiB, peak under load %.1f MiB\n", float64(idle)/1024, float64(peak)/1024)
+	fmt.Printf("envoy admin   %d requests during the run (verdict cached per --interval)\n", envoy.Requests())
+	return nil
+}
+
+func waitReady(c *http.Client, url string) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		resp, err := c.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return nil
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("%s never answered 200", url)
+}
+
+func rssKiB(pid int) (int, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			return strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(rest), " kB"))
+		}
+	}
+	return 0, fmt.Errorf("no VmRSS for pid %d", pid)
+}
