@@ -9,13 +9,14 @@ import (
 
 // CheckCmd is `meshready check`: one verdict now, each check with its reason.
 type CheckCmd struct {
-	AgentFlags `embed:""`
-	Output     string `enum:"table,json" default:"table" help:"table or json."`
+	AgentFlags   `embed:""`
+	CheckTimeout `embed:""`
+	Output       string `enum:"table,json" default:"table" help:"table or json."`
 }
 
 // Run prints the verdict; exit 0 ready, 1 not ready.
 func (c *CheckCmd) Run(env *Env) error {
-	a, err := c.build(env.Log)
+	a, err := c.build(env.Log, c.Timeout)
 	if err != nil {
 		return err
 	}

@@ -21,7 +21,6 @@ type AgentFlags struct {
 	AppReady      string        `help:"The app's readiness endpoint: http(s)://host:port/path, tcp://host:port or grpc://host:port[/service]. Empty: the app is not checked."`
 	AppLive       string        `help:"The app's liveness endpoint for /health/live (same forms as --app-ready). Empty: /health/live only says the agent serves."`
 	Interval      time.Duration `default:"1s" help:"How often checks refresh at most; a verdict is reused within it."`
-	Timeout       time.Duration `default:"800ms" help:"Deadline of each check (below kubelet's 1s default probe timeout)."`
 	StartTimeout  time.Duration `default:"60s" help:"How long to wait for the sidecar: the hold before the app starts, and sidecar auto-detection."`
 	VerboseRemote bool          `help:"Answer ?verbose=1 in full to non-loopback clients too (it shows proxy id, versions and app URLs)."`
 }
@@ -46,7 +45,7 @@ func (f *AgentFlags) Validate() error {
 	for _, d := range []struct {
 		flag string
 		val  time.Duration
-	}{{"--interval", f.Interval}, {"--timeout", f.Timeout}, {"--start-timeout", f.StartTimeout}} {
+	}{{"--interval", f.Interval}, {"--start-timeout", f.StartTimeout}} {
 		if d.val <= 0 {
 			return fmt.Errorf("%s=%s: must be a positive duration such as 1s or 800ms", d.flag, d.val)
 		}
@@ -76,15 +75,68 @@ type agent struct {
 	// mesh holds the checks that say the sidecar can route (no app): the
 	// hold before the app starts waits on these alone.
 	mesh []probe.Check
+
+	checkTimeout time.Duration
+	interval     time.Duration
 }
 
-func (f *AgentFlags) build(log *slog.Logger) (*agent, error) {
+// holdPoll is how often the hold (and `wait`) re-reads the sidecar: local
+// admin calls are cheap, and every poll saved is time the app waits.
+func (a *agent) holdPoll() time.Duration { return min(a.interval, 200*time.Millisecond) }
+
+// waitMesh blocks until the sidecar can route (envoy.live, envoy.config and,
+// with the Pilot gate, mesh.synced; not app: it is not started yet), or ctx
+// ends. Each poll is a fresh round.
+func (a *agent) waitMesh(ctx context.Context, log *slog.Logger) error {
+	hold := probe.NewAggregator(a.mesh, probe.AggregatorOptions{Interval: time.Nanosecond, Timeout: a.checkTimeout})
+	return pollReady(ctx, hold, a.holdPoll(), log)
+}
+
+// pollReady refreshes agg until it is ready or ctx ends, logging each new
+// reason once so a stuck start says why.
+func pollReady(ctx context.Context, agg *probe.Aggregator, every time.Duration, log *slog.Logger) error {
+	last := ""
+	for {
+		v := agg.Refresh(ctx)
+		if v.Ready {
+			return nil
+		}
+		if v.Reason != last {
+			log.Info("waiting for the sidecar", "reason", v.Reason)
+			last = v.Reason
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s", last)
+		case <-time.After(every):
+		}
+	}
+}
+
+// CheckTimeout is --timeout for the commands where it bounds each check
+// (`wait` has its own --timeout: how long to wait).
+type CheckTimeout struct {
+	Timeout time.Duration `default:"800ms" help:"Deadline of each check (below kubelet's 1s default probe timeout)."`
+}
+
+// Validate checks --timeout.
+func (c *CheckTimeout) Validate() error {
+	if c.Timeout <= 0 {
+		return fmt.Errorf("--timeout=%s: must be a positive duration such as 800ms", c.Timeout)
+	}
+	return nil
+}
+
+// defaultCheckTimeout bounds each check where no flag sets it (`wait`).
+const defaultCheckTimeout = 800 * time.Millisecond
+
+func (f *AgentFlags) build(log *slog.Logger, checkTimeout time.Duration) (*agent, error) {
 	port, _ := listenPort(f.Listen)
-	admin, err := envoyadmin.New(f.EnvoyAdmin, envoyadmin.WithTimeout(f.Timeout), envoyadmin.WithExcludePorts(port))
+	admin, err := envoyadmin.New(f.EnvoyAdmin, envoyadmin.WithTimeout(checkTimeout), envoyadmin.WithExcludePorts(port))
 	if err != nil {
 		return nil, fmt.Errorf("--envoy-admin=%q: %v", f.EnvoyAdmin, err)
 	}
-	a := &agent{admin: admin, metrics: probe.NewMetrics(version, commit)}
+	a := &agent{admin: admin, metrics: probe.NewMetrics(version, commit), checkTimeout: checkTimeout, interval: f.Interval}
 	a.sidecar = probe.NewSidecar(probe.SidecarMode(f.Sidecar), f.Podinfo, f.StartTimeout, log)
 	a.mesh = probe.EnvoyChecks(admin, a.sidecar)
 
@@ -98,14 +150,14 @@ func (f *AgentFlags) build(log *slog.Logger) (*agent, error) {
 		appCheck.Run = probe.AppCheck(t, opts)
 	}
 	checks := append(append([]probe.Check{}, a.mesh...), appCheck)
-	a.ready = probe.NewAggregator(checks, probe.AggregatorOptions{Interval: f.Interval, Timeout: f.Timeout, Observe: a.metrics.ObserveVerdict})
+	a.ready = probe.NewAggregator(checks, probe.AggregatorOptions{Interval: f.Interval, Timeout: checkTimeout, Observe: a.metrics.ObserveVerdict})
 	if f.AppLive != "" {
 		t, err := probe.ParseAppTarget(f.AppLive)
 		if err != nil {
 			return nil, fmt.Errorf("--app-live=%q: %v", f.AppLive, err)
 		}
 		a.live = probe.NewAggregator([]probe.Check{{Name: "app.live", Run: probe.AppCheck(t, opts)}},
-			probe.AggregatorOptions{Interval: f.Interval, Timeout: f.Timeout})
+			probe.AggregatorOptions{Interval: f.Interval, Timeout: checkTimeout})
 	}
 	return a, nil
 }

@@ -35,7 +35,9 @@ type CLI struct {
 	LogLevel  string `enum:"debug,info,warn,error" default:"info" help:"Log level: debug, info, warn or error."`
 
 	Serve   ServeCmd   `cmd:"" help:"Serve /health, /health/live and /metrics until SIGTERM."`
+	Run     RunCmd     `cmd:"" help:"Serve /health, start CMD once the sidecar can route, act as PID 1, and drain on SIGTERM before CMD sees it."`
 	Check   CheckCmd   `cmd:"" help:"Run every check once and print the verdict (exit 0 ready, 1 not ready)."`
+	Wait    WaitCmd    `cmd:"" help:"Block until ready (exit 0) or --timeout (exit 1): for postStart hooks and scripts."`
 	Version VersionCmd `cmd:"" help:"Print version, commit and Go version."`
 }
 

@@ -11,12 +11,13 @@ import (
 // ServeCmd is `meshready serve`: the probe target alone, for containers
 // whose entrypoint is not meshready (use `run` to also hold and drain).
 type ServeCmd struct {
-	AgentFlags `embed:""`
+	AgentFlags   `embed:""`
+	CheckTimeout `embed:""`
 }
 
 // Run serves until SIGTERM or SIGINT.
 func (c *ServeCmd) Run(env *Env) error {
-	a, err := c.build(env.Log)
+	a, err := c.build(env.Log, c.Timeout)
 	if err != nil {
 		return err
 	}

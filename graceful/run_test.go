@@ -1,0 +1,269 @@
+package graceful_test
+
+// Run in this process, with injected signals. None of these tests is
+// parallel: Run reaps every child of the process, and the parallel PID-1
+// tests' children are this process's children too. Go runs all sequential
+// tests before releasing the parallel ones, so they never overlap.
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/meshready/meshready/graceful"
+)
+
+// logTo returns a logger writing to a buffer, and the buffer.
+func logTo() (*slog.Logger, *syncBuffer) {
+	buf := &syncBuffer{}
+	return slog.New(slog.NewTextHandler(buf, nil)), buf
+}
+
+func errorLines(log string) []string {
+	var lines []string
+	for _, l := range strings.Split(log, "\n") {
+		if strings.Contains(l, "level=ERROR") {
+			lines = append(lines, l)
+		}
+	}
+	return lines
+}
+
+// phases records OnPhase calls.
+type phases struct {
+	mu   sync.Mutex
+	seen []graceful.Phase
+}
+
+func (p *phases) on(ph graceful.Phase) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.seen = append(p.seen, ph)
+}
+
+func (p *phases) saw(ph graceful.Phase) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, s := range p.seen {
+		if s == ph {
+			return true
+		}
+	}
+	return false
+}
+
+func TestRunRejectsBadConfig(t *testing.T) {
+	log, buf := logTo()
+	code := graceful.Run(context.Background(), graceful.Config{Argv: []string{"true"}, DrainMin: -time.Second, Logger: log})
+	if code != graceful.ExitBadConfig {
+		t.Errorf("exit code %d, want %d", code, graceful.ExitBadConfig)
+	}
+	if lines := errorLines(buf.String()); len(lines) != 1 || !strings.Contains(lines[0], "drain-min=-1s") {
+		t.Errorf("want one error line naming drain-min, got %q", lines)
+	}
+}
+
+// CMD not found → 127, not executable → 126, each with one clear line, and
+// without waiting for the sidecar first.
+func TestRunCMDCannotStart(t *testing.T) {
+	dir := t.TempDir()
+	script := filepath.Join(dir, "script.sh")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		argv0 string
+		code  int
+		says  string
+	}{
+		{"meshready-no-such-command", 127, "not found"},
+		{filepath.Join(dir, "missing"), 127, "not found"},
+		{script, 126, "not executable"},
+	} {
+		log, buf := logTo()
+		held := false
+		code := graceful.Run(context.Background(), graceful.Config{
+			Argv:         []string{tc.argv0, "arg"},
+			Hold:         func(context.Context) error { held = true; return nil },
+			StartTimeout: time.Minute,
+			Logger:       log,
+		})
+		if code != tc.code {
+			t.Errorf("%s: exit code %d, want %d", tc.argv0, code, tc.code)
+		}
+		if lines := errorLines(buf.String()); len(lines) != 1 || !strings.Contains(lines[0], tc.says) || !strings.Contains(lines[0], tc.argv0) {
+			t.Errorf("%s: want one error line saying %q, got %q", tc.argv0, tc.says, lines)
+		}
+		if held {
+			t.Errorf("%s: held for the sidecar before finding out CMD cannot run", tc.argv0)
+		}
+	}
+}
+
+// A missing #! interpreter is an execve ENOENT: 127, like a shell.
+func TestRunMissingInterpreter(t *testing.T) {
+	script := filepath.Join(t.TempDir(), "script.sh")
+	if err := os.WriteFile(script, []byte("#!/no/such/interpreter\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	log, buf := logTo()
+	code := graceful.Run(context.Background(), graceful.Config{Argv: []string{script}, Logger: log})
+	if code != graceful.ExitNotFound {
+		t.Errorf("exit code %d, want 127", code)
+	}
+	if lines := errorLines(buf.String()); len(lines) != 1 || !strings.Contains(lines[0], "cannot execute") {
+		t.Errorf("want one error line, got %q", lines)
+	}
+}
+
+// SIGTERM/SIGINT while holding abort the hold and exit 128+n without
+// starting CMD; other signals are logged and dropped.
+func TestRunSignalWhileHolding(t *testing.T) {
+	for _, tc := range []struct {
+		sig  syscall.Signal
+		code int
+	}{
+		{syscall.SIGTERM, 143},
+		{syscall.SIGINT, 130},
+	} {
+		sigs := make(chan os.Signal, 3)
+		holding := make(chan struct{})
+		holdEnded := make(chan struct{})
+		var ph phases
+		log, buf := logTo()
+		go func() {
+			<-holding
+			sigs <- syscall.SIGHUP
+			sigs <- syscall.SIGURG
+			sigs <- tc.sig
+		}()
+		code := graceful.Run(context.Background(), graceful.Config{
+			Argv: []string{"/bin/true"},
+			Hold: func(ctx context.Context) error {
+				close(holding)
+				<-ctx.Done()
+				close(holdEnded)
+				return ctx.Err()
+			},
+			StartTimeout: time.Minute,
+			Signals:      sigs,
+			OnPhase:      ph.on,
+			Logger:       log,
+		})
+		if code != tc.code {
+			t.Errorf("%v: exit code %d, want %d", tc.sig, code, tc.code)
+		}
+		if ph.saw(graceful.PhaseRunning) {
+			t.Errorf("%v: CMD started", tc.sig)
+		}
+		select {
+		case <-holdEnded:
+		case <-time.After(5 * time.Second):
+			t.Errorf("%v: Hold's context not cancelled", tc.sig)
+		}
+		if !strings.Contains(buf.String(), "SIGHUP ignored: CMD not started yet") {
+			t.Errorf("%v: SIGHUP during the hold not logged as ignored:\n%s", tc.sig, buf)
+		}
+	}
+}
+
+// At the start timeout Run acts even when Hold ignores its context, and a
+// Job's sidecar is told to quit.
+func TestRunStartTimeoutExit(t *testing.T) {
+	release := make(chan struct{})
+	defer close(release)
+	var quits int
+	var ph phases
+	start := time.Now()
+	code := graceful.Run(context.Background(), graceful.Config{
+		Argv:               []string{"/bin/true"},
+		Hold:               func(context.Context) error { <-release; return nil },
+		StartTimeout:       200 * time.Millisecond,
+		ExitOnStartTimeout: true,
+		QuitSidecar:        func(context.Context) error { quits++; return nil },
+		OnPhase:            ph.on,
+		Signals:            make(chan os.Signal),
+		Logger:             slog.New(slog.DiscardHandler),
+	})
+	if code != graceful.ExitStartTimeout {
+		t.Errorf("exit code %d, want 69", code)
+	}
+	if took := time.Since(start); took < 200*time.Millisecond || took > 200*time.Millisecond+slack {
+		t.Errorf("gave up after %s, want start-timeout 200ms", took)
+	}
+	if ph.saw(graceful.PhaseRunning) {
+		t.Error("CMD started")
+	}
+	if quits != 1 {
+		t.Errorf("QuitSidecar called %d times, want once", quits)
+	}
+}
+
+// A Hold that fails (not just times out) is a start timeout too.
+func TestRunHoldErrorStartsCMDAnyway(t *testing.T) {
+	var ph phases
+	log, buf := logTo()
+	code := graceful.Run(context.Background(), graceful.Config{
+		Argv:         []string{"/bin/sh", "-c", "exit 7"},
+		Hold:         func(context.Context) error { return errors.New("sidecar required but absent") },
+		StartTimeout: time.Minute,
+		OnPhase:      ph.on,
+		Signals:      make(chan os.Signal),
+		Logger:       log,
+	})
+	if code != 7 {
+		t.Errorf("exit code %d, want CMD's 7", code)
+	}
+	if lines := errorLines(buf.String()); len(lines) != 1 || !strings.Contains(lines[0], "sidecar required but absent") || !strings.Contains(lines[0], "starting CMD anyway") {
+		t.Errorf("want one loud line with the reason, got %q", lines)
+	}
+}
+
+// Cancelling Run's context is one SIGTERM: here, while holding.
+func TestRunContextCancelIsSIGTERM(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	code := graceful.Run(ctx, graceful.Config{
+		Argv:         []string{"/bin/true"},
+		Hold:         func(ctx context.Context) error { cancel(); <-ctx.Done(); return ctx.Err() },
+		StartTimeout: time.Minute,
+		Signals:      make(chan os.Signal),
+		Logger:       slog.New(slog.DiscardHandler),
+	})
+	if code != 143 {
+		t.Errorf("exit code %d, want 143", code)
+	}
+}
+
+// CMD exiting on its own mid-drain ends the drain, with CMD's code.
+func TestRunCMDExitsDuringDrain(t *testing.T) {
+	sigs := make(chan os.Signal, 1)
+	var ends []graceful.DrainEnd
+	code := graceful.Run(context.Background(), graceful.Config{
+		Argv:     []string{"/bin/sh", "-c", "sleep 0.5; exit 4"},
+		DrainMin: 5 * time.Second, DrainMax: 10 * time.Second, Grace: time.Second,
+		Activity: func(context.Context) (graceful.Activity, error) {
+			return graceful.Activity{Active: 1, Known: true}, nil
+		},
+		OnPhase: func(p graceful.Phase) {
+			if p == graceful.PhaseRunning {
+				sigs <- syscall.SIGTERM
+			}
+		},
+		OnDrainEnd: func(_ time.Duration, why graceful.DrainEnd) { ends = append(ends, why) },
+		Signals:    sigs,
+		Logger:     slog.New(slog.DiscardHandler),
+	})
+	if code != 4 {
+		t.Errorf("exit code %d, want 4", code)
+	}
+	if len(ends) != 1 || ends[0] != graceful.DrainEndAppExited {
+		t.Errorf("drain ends %v, want [app-exited]", ends)
+	}
+}
