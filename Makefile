@@ -6,7 +6,7 @@ LDFLAGS  := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 BIN      := bin/meshready
 FUZZTIME ?= 10s
 # Packages with fuzz targets; `make fuzz` runs each target for $(FUZZTIME).
-FUZZ_PKGS := ./envoyadmin ./probe
+FUZZ_PKGS := ./envoyadmin ./probe ./pilotclient
 
 .PHONY: all build test deps fmt-check vet unit bench fuzz run clean size
 
@@ -45,7 +45,7 @@ fuzz:
 	@set -e; for pkg in $(FUZZ_PKGS); do \
 	  for t in $$($(GO) test -list='^Fuzz' $$pkg | grep '^Fuzz'); do \
 	    echo "== $$pkg $$t ($(FUZZTIME))"; \
-	    $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) $$pkg; \
+	    $(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) -fuzzminimizetime=2s $$pkg; \
 	  done; \
 	done
 

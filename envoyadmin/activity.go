@@ -31,7 +31,7 @@ type Activity struct {
 }
 
 // virtualInboundPort is Istio's inbound capture port: every inbound
-// connection of a sidecar (Istio ≥1.6ish) lands on the listener
+// connection of a current Istio sidecar lands on the listener
 // "virtualInbound" at 0.0.0.0:15006 ([::]:15006 on IPv6, whose stat name
 // Envoy sanitises to "[__]_15006").
 const virtualInboundPort = 15006
@@ -45,7 +45,7 @@ var istioPorts = []int{15000, 15001, 15004, 15008, 15020, 15021, 15053, 15090}
 // activityFilter asks Envoy for the inbound listener's and inbound HCMs'
 // activity only; "_15006\.downstream" also keeps the per-worker copies out.
 // No "+" in it: Envoy may or may not read "+" in a query as a space, so
-// rawQueryValue escapes it, and Envoy before ~1.15 would not unescape it.
+// rawQueryValue escapes it, and an older Envoy may not unescape it.
 const activityFilter = `^(listener\...*_15006|http\.(inbound_|InboundPassthroughCluster).*)\.downstream_(cx|rq)_(active|total)$`
 
 // InboundActivityFromStats sums inbound activity from text /stats.
@@ -58,7 +58,10 @@ const activityFilter = `^(listener\...*_15006|http\.(inbound_|InboundPassthrough
 // Left out: per-worker duplicates (…worker_N.…, which would double-count),
 // the admin listener, Envoy-internal listeners, Istio's own ports and
 // excludePorts (e.g. the agent's probe port, whose kubelet probes are not
-// application traffic).
+// application traffic). The virtualInbound listener does not break its
+// connection counts down by port, so exclusions apply to the HTTP request
+// stats only; a probe's short-lived connection can show in
+// ActiveConnections.
 func InboundActivityFromStats(s Stats, excludePorts []int) Activity {
 	type tally struct {
 		sum uint64

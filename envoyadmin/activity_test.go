@@ -113,7 +113,7 @@ func TestInboundActivityFromStats(t *testing.T) {
 
 func TestActivityFilterSelectsInbound(t *testing.T) {
 	t.Parallel()
-	// Envoy applies the filter with RE2 (std::regex before ~1.22); Go's
+	// Envoy applies the filter with RE2 (older ones: std::regex); Go's
 	// regexp agrees on this syntax. The filtered answer must give the same
 	// Activity as the full one.
 	re := mustRegexp(t, activityFilter)

@@ -260,6 +260,7 @@ func checkErr(t *testing.T, err error, prefix string, want ...string) *Error {
 		t.Fatalf("error %T %q is not *Error", err, err)
 	}
 	msg := err.Error()
+	t.Logf("error line: %s", msg)
 	if strings.ContainsAny(msg, "\n\r") {
 		t.Errorf("error is not one line: %q", msg)
 	}
@@ -335,11 +336,11 @@ func TestTimeout(t *testing.T) {
 		want     string
 		call     func(context.Context, *Client) error
 	}{
-		{name: "client timeout", timeout: 300 * time.Millisecond, want: "no answer within 300ms",
+		{name: "client timeout", timeout: 300 * time.Millisecond, want: "no complete answer within 300ms",
 			call: func(ctx context.Context, c *Client) error { _, err := c.ServerInfo(ctx); return err }},
-		{name: "caller's sooner deadline", timeout: 2 * time.Second, ctxLimit: 200 * time.Millisecond, want: "no answer within 200ms",
+		{name: "caller's sooner deadline", timeout: 2 * time.Second, ctxLimit: 205 * time.Millisecond, want: "no complete answer within 200ms",
 			call: func(ctx context.Context, c *Client) error { _, err := c.ReadinessFacts(ctx); return err }},
-		{name: "body stalls", timeout: 300 * time.Millisecond, want: "no answer within 300ms",
+		{name: "body stalls", timeout: 300 * time.Millisecond, want: "no complete answer within 300ms",
 			call: func(ctx context.Context, c *Client) error {
 				return c.call(ctx, "GET", "/slowbody", "", func(r io.Reader) error { _, err := ParseStats(r); return err })
 			}},
@@ -654,3 +655,16 @@ func TestWithHTTPClient(t *testing.T) {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+func TestOtherTransportErrorIsOneLine(t *testing.T) {
+	t.Parallel()
+	// A plain-HTTP server spoken to over TLS: neither unreachable nor a timeout.
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "OK\n") }))
+	defer srv.Close()
+	c, _ := New(strings.Replace(srv.URL, "http://", "https://", 1))
+	err := c.HealthcheckFail(t.Context())
+	e := checkErr(t, err, "envoy admin POST "+strings.Replace(srv.URL, "http://", "https://", 1)+"/healthcheck/fail: ")
+	if IsUnreachable(err) || e.kind != kindOther || strings.Contains(err.Error(), `Post "`) {
+		t.Errorf("err %q kind %d", err, e.kind)
+	}
+}

@@ -137,7 +137,7 @@ var dynamicLists = map[string]bool{
 	"ecds_filters":                 false,
 }
 
-// ParseConfigDump reads /config_dump, v2alpha (Envoy ≤1.16:
+// ParseConfigDump reads /config_dump, v2alpha (older Envoys, e.g. Istio 1.1's:
 // dynamic_active_listeners, …) or v3 (dynamic_listeners[].active_state, …),
 // also the ?resource= form where each config is one list element.
 //
@@ -434,7 +434,7 @@ func (e *rawState) resource(warming bool) Resource {
 type ConfigDumpQuery struct {
 	Resource   string // e.g. dynamic_active_clusters; each element becomes its own config
 	Mask       string // FieldMask paths, comma-separated, e.g. version_info
-	NameRegex  string // only resources whose name matches (Envoy ≥1.23)
+	NameRegex  string // only resources whose name matches (newer Envoys)
 	IncludeEDS bool   // add EndpointsConfigDump (can be large)
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	neturl "net/url"
 	"strings"
 	"syscall"
 	"time"
@@ -12,8 +13,8 @@ import (
 	"unicode/utf8"
 )
 
-// Sentinels for errors.Is. Every error a Client returns is an *Error; these
-// let callers branch on the failure without parsing text.
+// Sentinels for errors.Is. Every failed request returns an *Error; these let
+// callers branch on the failure without parsing text.
 var (
 	// ErrNotAdmin: something answered, but not Envoy's admin API (an HTML
 	// page, or a body that is not the format asked for).
@@ -74,7 +75,7 @@ func (e *Error) message() string {
 	case kindUnreachable:
 		return cause + " (is the sidecar running? check --envoy-admin, or --sidecar=none for pods without one)"
 	case kindTimeout:
-		return fmt.Sprintf("no answer within %s (Envoy is hung or overloaded, or --envoy-admin points at something that accepts but never answers)", e.timeout)
+		return fmt.Sprintf("no complete answer within %s (Envoy is hung or overloaded, or --envoy-admin points at something that accepts but never answers)", e.timeout)
 	case kindCanceled:
 		return "request canceled"
 	case kindStatus:
@@ -144,6 +145,10 @@ func unreachableCause(err error) string {
 // body. ctx is the per-call context (with its deadline); budget is how long
 // the call was allowed, for the message.
 func transportError(ctx context.Context, op, url string, err error, budget time.Duration) *Error {
+	// *url.Error repeats the method and URL the message already starts with.
+	if ue, ok := errors.AsType[*neturl.Error](err); ok {
+		err = ue.Err
+	}
 	e := &Error{Op: op, URL: url, Err: err}
 	switch {
 	case errors.Is(ctx.Err(), context.DeadlineExceeded):

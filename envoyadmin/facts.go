@@ -17,8 +17,8 @@ type Subscription struct {
 	UpdateSuccess  uint64
 	UpdateFailure  uint64
 	UpdateRejected uint64
-	// VersionText is the last accepted version_info (a text readout, Envoy
-	// ≥1.17-ish); "" when absent.
+	// VersionText is the last accepted version_info (a text readout in
+	// newer Envoys); "" when absent.
 	VersionText string
 	// VersionHash is the `version` gauge, xxHash64 of the same string; the
 	// only version older Envoys report.
@@ -105,8 +105,9 @@ func subscription(s Stats, n subNames) Subscription {
 }
 
 // ReadinessFacts reads the facts with one /stats request. Only when
-// server.state is missing (Envoy before ~1.9 has no such gauge) does it ask
-// /server_info for the state as well.
+// server.state is missing (Envoy before 1.11 has no such gauge) does it ask
+// /server_info for the state as well; if that second call fails, the facts
+// read from /stats are returned with its error.
 func (c *Client) ReadinessFacts(ctx context.Context) (ReadinessFacts, error) {
 	s, err := c.Stats(ctx, StatsQuery{Filter: readinessFilter})
 	if err != nil {

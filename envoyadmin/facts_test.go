@@ -46,7 +46,7 @@ func TestFactsFromStats(t *testing.T) {
 			want:  ReadinessFacts{State: Live, HasState: true, WorkersStarted: true, HasWorkersStarted: true},
 		},
 		{
-			// Envoy ~1.6: no server.state, no workers_started, no cds/lds.
+			// An old Envoy: no server.state, no workers_started, no cds/lds.
 			name:  "elastic text",
 			stats: func(t *testing.T) Stats { return parse(t, "elastic-beats-envoyproxy-serverstats.txt") },
 			want:  ReadinessFacts{State: StateUnknown},

@@ -68,7 +68,7 @@ func ParseState(name string) State {
 type ServerInfo struct {
 	State   State
 	Version string // e.g. "98c1…d58b/1.18.3/Clean/RELEASE/BoringSSL"
-	// NodeID is node.id when Envoy reports it (≥1.16-ish), else
+	// NodeID is node.id when Envoy reports it (newer versions), else
 	// command_line_options.service_node; "" when neither is present (the
 	// pre-1.9 text form and trimmed outputs have none).
 	NodeID             string

@@ -350,9 +350,9 @@ func promValue(s string) (uint64, bool) {
 
 // StatsQuery selects stats on Envoy's side, which keeps answers small.
 type StatsQuery struct {
-	Filter   string // RE2 (std::regex before Envoy ~1.22), partial match on the name
+	Filter   string // RE2 (older Envoys: std::regex), partial match on the name
 	UsedOnly bool   // only stats that were ever written; hides zero counters
-	Type     string // "", Counters, Gauges, TextReadouts, Histograms or All (Envoy ≥1.18)
+	Type     string // "", Counters, Gauges, TextReadouts, Histograms or All (newer Envoys; older ones ignore it)
 }
 
 // Stats fetches text /stats.
