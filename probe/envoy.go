@@ -81,7 +81,7 @@ func (e *envoyState) read(ctx context.Context) (f envoyadmin.ReadinessFacts, ski
 			if gaveUp, why := e.sidecar.unanswered(); gaveUp {
 				return f, &Result{Status: Skip, Message: why}, nil
 			} else if _, decided, _ := e.sidecar.State(); !decided {
-				return f, nil, fmt.Errorf("%s", why)
+				return f, nil, fmt.Errorf("%s: %v", why, e.err)
 			}
 		} else {
 			// Something answered on the admin port: a sidecar is there,
