@@ -8,19 +8,34 @@ import (
 	"github.com/meshready/meshready/envoyadmin"
 )
 
-// EnvoyAdmin is what the Envoy checks read: envoyadmin.Client in production.
+// EnvoyAdmin is what the sidecar checks read: envoyadmin.Client in production.
 type EnvoyAdmin interface {
 	ReadinessFacts(ctx context.Context) (envoyadmin.ReadinessFacts, error)
+	ServerInfo(ctx context.Context) (envoyadmin.ServerInfo, error)
 }
 
 // EnvoyChecks returns envoy.live and envoy.config. They share one read of
 // Envoy's stats per round: one /stats request answers both.
 func EnvoyChecks(admin EnvoyAdmin, sidecar *Sidecar) []Check {
+	checks, _ := SidecarChecks(admin, sidecar, nil)
+	return checks
+}
+
+// SidecarChecks returns envoy.live, envoy.config and, with mesh options,
+// mesh.synced: the checks that say the sidecar can route. All of them share
+// one read of Envoy's stats per round. The Mesh it returns (nil without
+// options) answers `meshready sync`.
+func SidecarChecks(admin EnvoyAdmin, sidecar *Sidecar, mesh *MeshOptions) ([]Check, *Mesh) {
 	e := &envoyState{admin: admin, sidecar: sidecar}
-	return []Check{
+	checks := []Check{
 		{Name: "envoy.live", Run: e.live},
 		{Name: "envoy.config", Run: e.config},
 	}
+	if mesh == nil {
+		return checks, nil
+	}
+	m := newMeshState(*mesh, e)
+	return append(checks, Check{Name: "mesh.synced", Run: m.check}), &Mesh{m: m}
 }
 
 type envoyState struct {
@@ -31,6 +46,7 @@ type envoyState struct {
 	round uint64
 	facts envoyadmin.ReadinessFacts
 	err   error
+	info  *envoyadmin.ServerInfo
 
 	configMu sync.Mutex
 	// firstGood is the counters when envoy.config first passed. Envoy's
@@ -92,6 +108,21 @@ func (e *envoyState) read(ctx context.Context) (f envoyadmin.ReadinessFacts, ski
 	}
 	e.sidecar.answered()
 	return e.facts, nil, nil
+}
+
+// serverInfo is read once: the node id does not change for Envoy's life.
+func (e *envoyState) serverInfo(ctx context.Context) (envoyadmin.ServerInfo, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.info != nil {
+		return *e.info, nil
+	}
+	info, err := e.admin.ServerInfo(ctx)
+	if err != nil {
+		return info, err
+	}
+	e.info = &info
+	return info, nil
 }
 
 // live is envoy.live: Envoy is LIVE and its workers started. Re-read every

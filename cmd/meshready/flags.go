@@ -23,6 +23,8 @@ type AgentFlags struct {
 	Interval      time.Duration `default:"1s" help:"How often checks refresh at most; a verdict is reused within it."`
 	StartTimeout  time.Duration `default:"60s" help:"How long to wait for the sidecar: the hold before the app starts, and sidecar auto-detection."`
 	VerboseRemote bool          `help:"Answer ?verbose=1 in full to non-loopback clients too (it shows proxy id, versions and app URLs)."`
+
+	PilotFlags `embed:""`
 }
 
 // Validate runs when kong parses: every bad value is one line naming the
@@ -75,6 +77,7 @@ type agent struct {
 	// mesh holds the checks that say the sidecar can route (no app): the
 	// hold before the app starts waits on these alone.
 	mesh []probe.Check
+	sync *probe.Mesh
 
 	checkTimeout time.Duration
 	interval     time.Duration
@@ -138,7 +141,12 @@ func (f *AgentFlags) build(log *slog.Logger, checkTimeout time.Duration) (*agent
 	}
 	a := &agent{admin: admin, metrics: probe.NewMetrics(version, commit), checkTimeout: checkTimeout, interval: f.Interval}
 	a.sidecar = probe.NewSidecar(probe.SidecarMode(f.Sidecar), f.Podinfo, f.StartTimeout, log)
-	a.mesh = probe.EnvoyChecks(admin, a.sidecar)
+	mo, err := f.PilotFlags.meshOptions(f, a.metrics, checkTimeout)
+	if err != nil {
+		return nil, err
+	}
+	mo.Log = log
+	a.mesh, a.sync = probe.SidecarChecks(admin, a.sidecar, mo)
 
 	opts := probe.AppOptions{UserAgent: "meshready/" + version}
 	appCheck := probe.Check{Name: "app", Run: skipCheck("no --app-ready set: the app's own readiness is not checked")}

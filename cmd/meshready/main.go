@@ -38,6 +38,7 @@ type CLI struct {
 	Run     RunCmd     `cmd:"" help:"Serve /health, start CMD once the sidecar can route, act as PID 1, and drain on SIGTERM before CMD sees it."`
 	Check   CheckCmd   `cmd:"" help:"Run every check once and print the verdict (exit 0 ready, 1 not ready)."`
 	Wait    WaitCmd    `cmd:"" help:"Block until ready (exit 0) or --timeout (exit 1): for postStart hooks and scripts."`
+	Sync    SyncCmd    `cmd:"" help:"Per xDS type: Envoy's version, what Pilot sent and saw acked, the state (exit 0 all synced, 1 not)."`
 	Version VersionCmd `cmd:"" help:"Print version, commit and Go version."`
 }
 

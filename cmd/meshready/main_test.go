@@ -160,7 +160,7 @@ func TestCheck(t *testing.T) {
 		Status string `json:"status"`
 		Checks []struct{ Name, Status, Message string }
 	}
-	if err := json.Unmarshal([]byte(out), &body); err != nil || code != 1 || body.Status != "not ready" || len(body.Checks) != 3 {
+	if err := json.Unmarshal([]byte(out), &body); err != nil || code != 1 || body.Status != "not ready" || len(body.Checks) != 4 {
 		t.Fatalf("json: exit %d err %v %+v\n%s", code, err, body, out)
 	}
 }
