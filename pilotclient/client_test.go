@@ -719,3 +719,28 @@ func TestBackoff_SharerOutlivesCanceledOwner(t *testing.T) {
 		t.Errorf("after a cancellation: %v", err)
 	}
 }
+
+// A change seen on the proxy's side skips the not-synced spacing (an ACK
+// shows at once), but never the backoff after an error.
+func TestBackoff_ChangeSkipsNotSyncedSpacingOnly(t *testing.T) {
+	t.Parallel()
+	p := newPilot(t, serveBytes(fixture.Read(t, fixture131)))
+	c := newClient(t, p.URL, WithBackoff(time.Minute, time.Minute))
+	if _, err := c.Syncz(context.Background(), unacked131); err != nil || p.hits.Load() != 1 {
+		t.Fatalf("%v hits %d", err, p.hits.Load())
+	}
+	if st, err := c.Syncz(context.Background(), unacked131); err != nil || !st.Cached || p.hits.Load() != 1 {
+		t.Fatalf("spacing not applied: %+v %v hits %d", st, err, p.hits.Load())
+	}
+	if st, err := c.Syncz(WithChange(context.Background()), unacked131); err != nil || st.Cached || p.hits.Load() != 2 {
+		t.Fatalf("a change did not reach Pilot: %+v %v hits %d", st, err, p.hits.Load())
+	}
+
+	down := newClient(t, "http://"+closedPort(t), WithBackoff(time.Minute, time.Minute))
+	if _, err := down.Syncz(context.Background(), unacked131); !errors.Is(err, ErrUnreachable) {
+		t.Fatalf("%v", err)
+	}
+	if _, err := down.Syncz(WithChange(context.Background()), unacked131); !errors.Is(err, ErrBackoff) {
+		t.Fatalf("a change skipped the error backoff: %v", err)
+	}
+}

@@ -75,7 +75,7 @@ func (g *gate) do(ctx context.Context, c call) (any, error) {
 			return nil, &Error{Source: c.source, Target: c.target, kind: kindCanceled, Err: ctx.Err()}
 		}
 	}
-	if v, err, held := g.heldLocked(c); held {
+	if v, err, held := g.heldLocked(ctx, c); held {
 		g.mu.Unlock()
 		return v, err
 	}
@@ -102,7 +102,7 @@ func (g *gate) run(ctx context.Context, c call) (any, error) {
 
 	// Another question may have failed while this one queued.
 	g.mu.Lock()
-	if v, err, held := g.heldLocked(c); held {
+	if v, err, held := g.heldLocked(ctx, c); held {
 		g.mu.Unlock()
 		return v, err
 	}
@@ -141,10 +141,15 @@ func (g *gate) run(ctx context.Context, c call) (any, error) {
 }
 
 // heldLocked answers a call without asking Pilot while the gate holds
-// requests back.
-func (g *gate) heldLocked(c call) (any, error, bool) {
+// requests back. A call marked WithChange skips the spacing that follows a
+// not-synced answer (never the backoff after an error): the caller has seen
+// the proxy accept something new, so Pilot's answer has likely changed.
+func (g *gate) heldLocked(ctx context.Context, c call) (any, error, bool) {
 	wait := time.Until(g.next)
 	if wait <= 0 {
+		return nil, nil, false
+	}
+	if g.lastErr == nil && changed(ctx) {
 		return nil, nil, false
 	}
 	if g.lastErr != nil {
@@ -189,4 +194,20 @@ func retryAfterOf(resp *http.Response) time.Duration {
 		return 0
 	}
 	return min(retryablehttp.DefaultBackoff(0, 0, 0, resp), maxRetryAfter)
+}
+
+type changeKey struct{}
+
+// WithChange marks a call as following a change the caller saw on the
+// proxy's side (Envoy accepted a new version): it may skip the spacing
+// after a not-synced answer, so an ACK shows within one check interval
+// instead of after the backoff. Errors are still backed off. The caller
+// must mark only real changes: each one can cost Pilot one request.
+func WithChange(ctx context.Context) context.Context {
+	return context.WithValue(ctx, changeKey{}, true)
+}
+
+func changed(ctx context.Context) bool {
+	b, _ := ctx.Value(changeKey{}).(bool)
+	return b
 }

@@ -72,6 +72,10 @@ type meshState struct {
 	stale    time.Time // when Pilot first showed the proxy not synced after the first sync
 	refused  map[string]string
 	last     *pilotclient.ProxyStatus
+	// envoySeen is Envoy's side when Pilot was last asked: when it moves,
+	// Envoy accepted something and Pilot's answer is worth asking for at
+	// once rather than after the not-synced spacing.
+	envoySeen string
 }
 
 func newMeshState(o MeshOptions, e *envoyState) *meshState {
@@ -175,6 +179,11 @@ func (m *meshState) ask(ctx context.Context, src string, f envoyadmin.ReadinessF
 	if err != nil {
 		return pilotclient.ProxyStatus{}, err
 	}
+	seen := fmt.Sprint(f.CDS.UpdateSuccess, f.CDS.UpdateRejected, f.LDS.UpdateSuccess, f.LDS.UpdateRejected, f.CDS.VersionText, f.LDS.VersionText)
+	if m.envoySeen != "" && seen != m.envoySeen {
+		ctx = pilotclient.WithChange(ctx)
+	}
+	m.envoySeen = seen
 	switch src {
 	case "agent":
 		st, err := m.o.AgentPilot.Syncz(ctx, id)
