@@ -75,7 +75,17 @@ type meshState struct {
 	// envoySeen is Envoy's side when Pilot was last asked: when it moves,
 	// Envoy accepted something and Pilot's answer is worth asking for at
 	// once rather than after the not-synced spacing.
-	envoySeen string
+	envoySeen  string
+	lastAsked  time.Time
+	lastSource string
+}
+
+// pilotRecheck is how often --sync-gate=always asks Pilot again once synced,
+// unless Envoy shows a change sooner.
+const pilotRecheck = 5 * time.Second
+
+func envoySignature(f envoyadmin.ReadinessFacts) string {
+	return fmt.Sprint(f.CDS.UpdateSuccess, f.CDS.UpdateRejected, f.LDS.UpdateSuccess, f.LDS.UpdateRejected, f.CDS.VersionText, f.LDS.VersionText)
 }
 
 func newMeshState(o MeshOptions, e *envoyState) *meshState {
@@ -137,13 +147,21 @@ func (m *meshState) check(ctx context.Context) (Result, error) {
 		return Result{Status: Pass, Source: m.syncedBy, Message: fmt.Sprintf("synced at %s (source %s); Pilot is not asked again (--sync-gate=startup)",
 			m.syncedAt.UTC().Format(time.RFC3339), m.syncedBy)}, nil
 	}
+	if m.synced && m.last != nil && m.o.now().Sub(m.lastAsked) < pilotRecheck && m.envoySeen == envoySignature(f) {
+		// --sync-gate=always re-asks Pilot at most every pilotRecheck while
+		// Envoy shows nothing new: a thousand agents probed every second
+		// must not become a thousand requests a second.
+		return m.decide(*m.last, m.lastSource), nil
+	}
 	for len(m.sources) > 0 {
 		src := m.sources[0]
 		if src == SourceLocal {
 			return m.decide(localStatus(f), SourceLocal), nil
 		}
 		st, err := m.ask(ctx, src, f)
+		m.lastAsked = m.o.now()
 		if err == nil {
+			m.lastSource = src
 			return m.decide(st, src), nil
 		}
 		if m.next(src, err) {
@@ -179,7 +197,7 @@ func (m *meshState) ask(ctx context.Context, src string, f envoyadmin.ReadinessF
 	if err != nil {
 		return pilotclient.ProxyStatus{}, err
 	}
-	seen := fmt.Sprint(f.CDS.UpdateSuccess, f.CDS.UpdateRejected, f.LDS.UpdateSuccess, f.LDS.UpdateRejected, f.CDS.VersionText, f.LDS.VersionText)
+	seen := envoySignature(f)
 	if m.envoySeen != "" && seen != m.envoySeen {
 		ctx = pilotclient.WithChange(ctx)
 	}

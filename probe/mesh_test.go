@@ -186,11 +186,19 @@ func TestMeshSyncedAlwaysGate(t *testing.T) {
 	set := func(f func(string) (pilotclient.ProxyStatus, error)) { mu.Lock(); answer = f; mu.Unlock() }
 	fx := newMeshFixture(t, MeshOptions{Pilot: p, PilotScheme: "http", Source: SourceAuto, Gate: GateAlways, StaleAfter: 30 * time.Second, ProxyID: "app-1.default"})
 	want(t, "first sync", fx.synced(t), Pass, "syncz", "SYNCED CDS")
+	// Once synced, Pilot is re-asked at most every pilotRecheck while Envoy
+	// shows nothing new.
+	fx.synced(t)
+	if n := p.Calls("syncz"); n != 1 {
+		t.Fatalf("asked Pilot %d times within pilotRecheck", n)
+	}
+	fx.advance(pilotRecheck)
 
 	set(func(string) (pilotclient.ProxyStatus, error) {
 		return pilotclient.ProxyStatus{}, &pilotclient.Error{Source: "syncz", Err: pilotclient.ErrUnreachable}
 	})
 	want(t, "Pilot gone", fx.synced(t), Degraded, "syncz", "Pilot not reachable since the first sync")
+	fx.advance(pilotRecheck)
 
 	set(func(string) (pilotclient.ProxyStatus, error) {
 		return proxyStatus("syncz", ts("CDS", pilotclient.StateStale, "v2", "v1")), nil
@@ -200,11 +208,13 @@ func TestMeshSyncedAlwaysGate(t *testing.T) {
 	want(t, "stale 29s", fx.synced(t), Degraded, "syncz", "unready after --stale-after=30s")
 	fx.advance(2 * time.Second)
 	want(t, "stale 31s", fx.synced(t), Fail, "syncz", "not synced for 31s (over --stale-after=30s)")
+	fx.advance(pilotRecheck)
 
 	set(func(string) (pilotclient.ProxyStatus, error) {
 		return proxyStatus("syncz", ts("CDS", pilotclient.StateSynced, "v2", "v2")), nil
 	})
 	want(t, "acked", fx.synced(t), Pass, "syncz", "SYNCED")
+	fx.advance(pilotRecheck)
 
 	set(func(string) (pilotclient.ProxyStatus, error) {
 		e := ts("LDS", pilotclient.StateError, "v3", "v2")
@@ -256,6 +266,7 @@ func TestMeshSyncedSourceOrder(t *testing.T) {
 	}}
 	fx := newMeshFixture(t, MeshOptions{Pilot: p, PilotScheme: "grpcs", AgentPilot: agent, Source: SourceAuto, Gate: GateAlways, ProxyID: "app-1.default"})
 	want(t, "xds decides", fx.synced(t), Pass, "xds", "SYNCED CDS")
+	fx.advance(pilotRecheck)
 	fx.synced(t)
 	if agent.Calls("syncz") != 1 || p.Calls("xds") != 2 || p.Calls("syncz") != 0 {
 		t.Fatalf("calls: agent %v, pilot %v", agent.calls, p.calls)
