@@ -181,3 +181,20 @@ func TestWait(t *testing.T) {
 		t.Fatalf("wait --timeout=400ms took %s", took)
 	}
 }
+
+// --quit-sidecar: after the app exits, the sidecar is asked to quit (Istio's
+// agent on :15020 is not there, so Envoy's own /quitquitquit), and the app's
+// code still comes through — for Jobs.
+func TestRunQuitSidecar(t *testing.T) {
+	t.Parallel()
+	envoy := standin.NewEnvoy(standin.LiveSynced())
+	defer envoy.Close()
+	cmd, stderr := meshreadyProcess(t, "run", fmt.Sprintf("--listen=127.0.0.1:%d", freePort(t)), "--envoy-admin="+envoy.URL,
+		"--sidecar=required", "--quit-sidecar", "--", "/bin/sh", "-c", "exit 5")
+	if code := exitCode(t, cmd); code != 5 {
+		t.Fatalf("exit %d, want 5\n%s", code, stderr)
+	}
+	if posts := envoy.Posts(); len(posts) != 1 || posts[0] != "/quitquitquit" {
+		t.Fatalf("posts to the sidecar: %v", posts)
+	}
+}
