@@ -3,7 +3,7 @@
 // stand-in Envoy admin API, reads its idle RSS, drives /health at a fixed
 // rate over loopback and reports latency percentiles and RSS under load.
 //
-//	go run ./internal/healthload -bin bin/meshready -rate 5000 -duration 10s
+//	go run ./internal/healthload -bin bin/meshready -rate 5000 -duration 10s -pin
 package main
 
 import (
@@ -29,12 +29,30 @@ func main() {
 	rate := flag.Int("rate", 5000, "requests per second")
 	duration := flag.Duration("duration", 10*time.Second, "how long to drive load")
 	conns := flag.Int("conns", 32, "client connections (keep-alive)")
+	pin := flag.Bool("pin", false, "run the agent on CPU 0 and this load generator on CPU 1 (one core each), so neither steals the other's time")
 	flag.Parse()
+	if *pin && os.Getenv("HEALTHLOAD_PINNED") == "" {
+		// Affinity must hold for every thread the Go runtime starts, so
+		// re-run under taskset from the start rather than pin one thread.
+		self, _ := os.Executable()
+		c := exec.Command("taskset", append([]string{"-c", "1", self}, os.Args[1:]...)...)
+		c.Env = append(os.Environ(), "HEALTHLOAD_PINNED=1", "GOMAXPROCS=1")
+		c.Stdout, c.Stderr = os.Stdout, os.Stderr
+		if err := c.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "healthload: -pin (needs taskset, util-linux):", err)
+			os.Exit(1)
+		}
+		return
+	}
+	pinAgent = *pin
 	if err := measure(*bin, *rate, *duration, *conns); err != nil {
 		fmt.Fprintln(os.Stderr, "healthload:", err)
 		os.Exit(1)
 	}
 }
+
+// pinAgent runs the agent under taskset on CPU 0 (-pin).
+var pinAgent bool
 
 func measure(bin string, rate int, duration time.Duration, conns int) error {
 	envoy := standin.NewEnvoy(standin.LiveSynced())
@@ -46,7 +64,11 @@ func measure(bin string, rate int, duration time.Duration, conns int) error {
 	addr := ln.Addr().String()
 	ln.Close()
 
-	cmd := exec.Command(bin, "serve", "--listen="+addr, "--envoy-admin="+envoy.URL, "--sidecar=required", "--log-level=warn")
+	args := []string{"serve", "--listen=" + addr, "--envoy-admin=" + envoy.URL, "--sidecar=required", "--log-level=warn"}
+	cmd := exec.Command(bin, args...)
+	if pinAgent {
+		cmd = exec.Command("taskset", append([]string{"-c", "0", bin}, args...)...)
+	}
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		return err
