@@ -9,8 +9,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
-	"unicode"
-	"unicode/utf8"
+
+	"github.com/meshready/meshready/internal/oneline"
 )
 
 // Sentinels for errors.Is. Every failed request returns an *Error; these let
@@ -165,31 +165,8 @@ func transportError(ctx context.Context, op, url string, err error, budget time.
 	return e
 }
 
-// oneLine makes s safe for a one-line message: control characters and
-// newlines become spaces, runs of spaces collapse, and it is cut at max runes.
-func oneLine(s string, max int) string {
-	var b strings.Builder
-	n := 0
-	space := false
-	for _, r := range s {
-		if r == utf8.RuneError || unicode.IsControl(r) || unicode.IsSpace(r) {
-			if !space && b.Len() > 0 {
-				b.WriteByte(' ')
-				n++
-			}
-			space = true
-			continue
-		}
-		if n >= max {
-			b.WriteString("…")
-			return b.String()
-		}
-		space = false
-		b.WriteRune(r)
-		n++
-	}
-	return strings.TrimRight(b.String(), " ")
-}
+// oneLine makes s safe for a one-line message, cut at max runes.
+func oneLine(s string, max int) string { return oneline.Cut(s, max) }
 
 // parseError carries a parser's own one-line message while matching a
 // sentinel with errors.Is, so messages do not repeat the sentinel's text.

@@ -9,8 +9,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
-	"unicode"
-	"unicode/utf8"
+
+	"github.com/meshready/meshready/internal/oneline"
 )
 
 // Sentinels for errors.Is. Every error a Client returns is an *Error; these
@@ -235,31 +235,8 @@ func statusText(code int) string {
 	return fmt.Sprintf("HTTP %d", code)
 }
 
-// oneLine makes s safe for a one-line message: control characters and
-// newlines become spaces, runs of spaces collapse, and it is cut at max runes.
-func oneLine(s string, max int) string {
-	var b strings.Builder
-	n := 0
-	space := false
-	for _, r := range s {
-		if r == utf8.RuneError || unicode.IsControl(r) || unicode.IsSpace(r) {
-			if !space && b.Len() > 0 {
-				b.WriteByte(' ')
-				n++
-			}
-			space = true
-			continue
-		}
-		if n >= max {
-			b.WriteString("…")
-			return b.String()
-		}
-		space = false
-		b.WriteRune(r)
-		n++
-	}
-	return strings.TrimRight(b.String(), " ")
-}
+// oneLine makes s safe for a one-line message, cut at max runes.
+func oneLine(s string, max int) string { return oneline.Cut(s, max) }
 
 // parseError carries a parser's one-line message while matching a sentinel.
 type parseError struct {

@@ -46,7 +46,7 @@ func TestLongReasonIsCut(t *testing.T) {
 	t.Parallel()
 	a := NewAggregator([]Check{constCheck("a", failf(strings.Repeat("x", 5000)))}, AggregatorOptions{})
 	v := a.Verdict(context.Background())
-	if len(v.Body()) > maxReasonLen+20 || !strings.HasSuffix(string(v.Body()), "...\n") {
+	if len(v.Body()) > maxReasonLen+20 || !strings.HasSuffix(string(v.Body()), "…\n") {
 		t.Fatalf("body not cut to one short line: %d bytes", len(v.Body()))
 	}
 }

@@ -2,8 +2,9 @@ package probe
 
 import (
 	"encoding/json"
-	"strings"
 	"time"
+
+	"github.com/meshready/meshready/internal/oneline"
 )
 
 // Verdict is the outcome of one round of checks. Its one-line body is built
@@ -126,13 +127,5 @@ func (v *Verdict) VerboseJSON() []byte {
 	return append(b, '\n')
 }
 
-// oneLine flattens s to a single line of at most n bytes.
-func oneLine(s string, n int) string {
-	if strings.ContainsAny(s, "\r\n\t") {
-		s = strings.Join(strings.Fields(s), " ")
-	}
-	if len(s) > n {
-		s = s[:n-3] + "..."
-	}
-	return s
-}
+// oneLine flattens s to a single line of at most n runes.
+func oneLine(s string, n int) string { return oneline.Cut(s, n) }

@@ -10,7 +10,8 @@ import (
 	"log/slog"
 	"os"
 	"runtime"
-	"strings"
+
+	"github.com/meshready/meshready/internal/oneline"
 
 	"github.com/alecthomas/kong"
 )
@@ -133,7 +134,8 @@ func newLogger(w io.Writer, format, level string) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
-func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }
+// oneLine keeps an error to the one line a bad flag deserves.
+func oneLine(s string) string { return oneline.Cut(s, 1000) }
 
 // VersionCmd is `meshready version`.
 type VersionCmd struct{}
