@@ -24,7 +24,7 @@ import (
 )
 
 // The agent under test is the real binary, built once by TestMain from the
-// repository's cmd/meshready (the replace directive points at ../).
+// repository's cmd/meshready.
 var (
 	agentBin      string
 	agentBuildErr error
@@ -40,9 +40,15 @@ func TestMain(m *testing.M) {
 	quietIstioLogs()
 	agentBin = filepath.Join(dir, "meshready")
 	start := time.Now()
-	out, err := exec.Command("go", "build", "-o", agentBin, "github.com/meshready/meshready/cmd/meshready").CombinedOutput()
+	// Built by its own module (the repository root), as `make build` does:
+	// the agent's dependency versions are its own, not merged with istio's.
+	// Same flags as the shipped binary (Makefile: build).
+	build := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", agentBin, "./cmd/meshready")
+	build.Dir = ".."
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	out, err := build.CombinedOutput()
 	if err != nil {
-		agentBuildErr = fmt.Errorf("go build github.com/meshready/meshready/cmd/meshready: %v\n%s", err, out)
+		agentBuildErr = fmt.Errorf("go build ./cmd/meshready (in the repository root): %v\n%s", err, out)
 	} else if testing.Verbose() {
 		fmt.Printf("built the agent in %s\n", time.Since(start).Round(time.Millisecond))
 	}
@@ -74,6 +80,14 @@ func needServeFlags(t testing.TB, flags ...string) {
 		if !strings.Contains(serveHelp, "--"+f) {
 			t.Fatalf("the agent's `serve --help` has no --%s (DESIGN.md's flags are not landed yet)", f)
 		}
+	}
+	// Under --pilot-source=auto the agent first asks Istio's agent debug
+	// proxy on the admin host's port 15004; the stand-in listens on
+	// 127.0.0.1, so that port must be free for the scenarios to mean what
+	// they say.
+	if c, err := net.DialTimeout("tcp", "127.0.0.1:15004", 200*time.Millisecond); err == nil {
+		c.Close()
+		t.Fatalf("something listens on 127.0.0.1:15004; the agent would take it for Istio's agent debug proxy")
 	}
 }
 

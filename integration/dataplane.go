@@ -142,7 +142,7 @@ type subscription struct {
 	names     []string // nil: wildcard (CDS, LDS)
 
 	recvVersion, recvNonce string // last response received (processed or not)
-	received                   uint64
+	received               uint64
 
 	version    string // version_info of the last accepted response ("" before)
 	nonce      string // nonce of the last processed response (ACKed or NACKed)

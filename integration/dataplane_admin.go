@@ -420,7 +420,7 @@ func (d *DataPlane) configDumpLocked(includeEDS bool) []jobj {
 		active = append(active, e)
 	}
 	clusters := jobj{"@type": adminType + "ClustersConfigDump", "version_info": cds.version,
-		"static_clusters": []jobj{{"cluster": jobj{"@type": TypeCDS, "name": "xds-grpc"}, "last_updated": ts(d.started)}},
+		"static_clusters":         []jobj{{"cluster": jobj{"@type": TypeCDS, "name": "xds-grpc"}, "last_updated": ts(d.started)}},
 		"dynamic_active_clusters": active}
 	if len(warming) > 0 {
 		clusters["dynamic_warming_clusters"] = warming

@@ -26,7 +26,7 @@ func pilotSyncz(t *testing.T, p *Pilot, proxyID string) syncEntry {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	b, err := p.SyncStatus(ctx, proxyID)
+	b, err := p.Syncz(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,17 @@ module github.com/meshready/meshready/integration
 
 go 1.26.0
 
-require istio.io/istio v0.0.0-20260827124520-eed52ebb66ad
+require (
+	github.com/cespare/xxhash/v2 v2.3.0
+	github.com/envoyproxy/go-control-plane/envoy v1.40.0
+	github.com/meshready/meshready v0.0.0-00010101000000-000000000000
+	google.golang.org/genproto/googleapis/rpc v0.0.0-20260817212433-ac3dfec99bb1
+	google.golang.org/grpc v1.85.0
+	google.golang.org/protobuf v1.36.12
+	istio.io/api v1.31.0-rc.0.0.20260824154656-b943409680a7
+	istio.io/istio v0.0.0-20260827124520-eed52ebb66ad
+	k8s.io/apimachinery v0.36.1
+)
 
 require (
 	cel.dev/expr v0.25.3 // indirect
@@ -142,15 +152,5 @@ require (
 	sigs.k8s.io/yaml v1.6.0 // indirect
 )
 
-require (
-	github.com/cespare/xxhash/v2 v2.3.0
-	github.com/envoyproxy/go-control-plane/envoy v1.40.0
-	github.com/meshready/meshready v0.0.0-00010101000000-000000000000
-	google.golang.org/genproto/googleapis/rpc v0.0.0-20260817212433-ac3dfec99bb1
-	google.golang.org/grpc v1.85.0
-	google.golang.org/protobuf v1.36.12
-	istio.io/api v1.31.0-rc.0.0.20260824154656-b943409680a7
-	k8s.io/apimachinery v0.36.1
-)
-
+// The agent under test is this repository's; istio stays out of its go.mod.
 replace github.com/meshready/meshready => ../

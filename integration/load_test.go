@@ -23,7 +23,8 @@ import (
 // MESHREADY_LOAD_WAVE) and probed as the kubelet does (GET /health every
 // 1–2s, 1s timeout). When a pod's probe first passes, its endpoint turns
 // ready in the app EndpointSlice, so Pilot pushes EDS to every sidecar
-// during the wave, as in a real rollout. Then a rest period (default 20s;
+// during the wave, as in a real rollout (MESHREADY_LOAD_ENDPOINTS=static:
+// all ready from the start, no EDS pushes). Then a rest period (default 20s;
 // MESHREADY_LOAD_REST) with the kubelet still probing.
 //
 // Counted: every request that reaches Pilot's debug HTTP server and its
@@ -36,8 +37,11 @@ func TestLoadOnPilot(t *testing.T) {
 	n := envInt(t, "MESHREADY_LOAD_PODS", 200)
 	wave := envDuration(t, "MESHREADY_LOAD_WAVE", 10*time.Second)
 	rest := envDuration(t, "MESHREADY_LOAD_REST", 20*time.Second)
+	// MESHREADY_LOAD_ENDPOINTS=static keeps every endpoint ready from the
+	// start: no EDS pushes during the wave (to tell their cost apart).
+	churn := os.Getenv("MESHREADY_LOAD_ENDPOINTS") != "static"
 
-	p := StartPilot(t, PilotOptions{Pods: n, EndpointsNotReady: true})
+	p := StartPilot(t, PilotOptions{Pods: n, EndpointsNotReady: churn})
 
 	type pod struct {
 		name           string
@@ -86,7 +90,7 @@ func TestLoadOnPilot(t *testing.T) {
 				}
 			}
 			mu.Unlock()
-			if first {
+			if first && churn {
 				if err := p.SetEndpointReady(ctx, pd.name, true); err != nil && ctx.Err() == nil {
 					mu.Lock()
 					endpointErrs = append(endpointErrs, err.Error())
@@ -164,8 +168,12 @@ func TestLoadOnPilot(t *testing.T) {
 	rss, procs := agentRSS(pods, func(pd *pod) *Agent { return pd.a })
 
 	// Stable lines for the README.
-	t.Logf("pilot-load: pods=%d agents=processes wave=%s (starts spread over %s) rest=%s interval=1s gate=startup source=auto kubelet-period=1-2s",
-		n, waveDur.Round(100*time.Millisecond), started.Round(100*time.Millisecond), rest)
+	endpoints := "flip-ready-on-first-probe"
+	if !churn {
+		endpoints = "static"
+	}
+	t.Logf("pilot-load: pods=%d agents=processes wave=%s (starts spread over %s) rest=%s interval=1s gate=startup source=auto kubelet-period=1-2s endpoints=%s",
+		n, waveDur.Round(100*time.Millisecond), started.Round(100*time.Millisecond), rest, endpoints)
 	t.Logf("pilot-load: wave requests=%d (%s) per-pod=%.2f rate=%.2f/s per-1000-pods=%.1f/s body-bytes=%d",
 		waveReqs.Total(), waveReqs, float64(waveReqs.Total())/float64(n), waveRate, waveRate*scale, bytesWave-bytesBefore)
 	t.Logf("pilot-load: rest requests=%d (%s) rate=%.2f/s per-1000-pods=%.2f/s",

@@ -477,9 +477,9 @@ func (p *Pilot) SetEndpointReady(ctx context.Context, pod string, ready bool) er
 	return err
 }
 
-// SyncStatus is Pilot's own /debug/syncz entry for proxyID (pod.namespace),
-// read through Pilot's unauthenticated internal mux: not counted as load.
-func (p *Pilot) SyncStatus(ctx context.Context, proxyID string) ([]byte, error) {
+// Syncz is Pilot's own /debug/syncz (every connected proxy), read through
+// Pilot's internal mux, which istiod never serves: not counted as load.
+func (p *Pilot) Syncz(ctx context.Context) ([]byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "/debug/syncz", nil)
 	if err != nil {
 		return nil, err

@@ -106,6 +106,40 @@ func TestFirstSyncGatesReadiness(t *testing.T) {
 	}
 }
 
+// (a, DESIGN's budget) Envoy ACK → /health 200 within one --interval, in
+// the usual order of things: the first config is applied and acked at
+// once (the stand-in sat on Pilot's responses until then, so the agent has
+// been asking and backing off). Envoy's counters move with the ACK, which
+// is the agent's cue to ask Pilot again without waiting out its backoff.
+func TestFirstSyncLatency(t *testing.T) {
+	needServeFlags(t, "pilot", "pilot-source", "sync-gate", "stale-after", "proxy-id")
+	for _, source := range []string{"syncz", "configdump"} {
+		t.Run(source, func(t *testing.T) {
+			p := StartPilot(t, PilotOptions{})
+			d := startDataPlane(t, p, DataPlaneOptions{Index: 1, Mode: Freeze})
+			a := startAgent(t, agentArgs(p, d, "--pilot-source="+source)...)
+			// Probe as kubelet would for 3s: the agent has asked and backed off.
+			for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(interval) {
+				if code, body, _ := a.Health(); code == 200 {
+					t.Fatalf("200 before any config: %s", body)
+				}
+			}
+			d.SetMode(AckAll)
+			waitPilotSynced(t, p, d.ProxyID())
+			acked := time.Now() // Pilot has every ACK by now (polled every 10ms)
+			_, _, at, err := a.WaitHealth(backoffMax+2*time.Second, is200)
+			if err != nil {
+				t.Fatal(err)
+			}
+			lat := at.Sub(acked)
+			t.Logf("%s: ACK at Pilot → /health 200 in %s (DESIGN budget: one --interval = %s)", source, lat.Round(time.Millisecond), interval)
+			if lat > interval+150*time.Millisecond {
+				t.Errorf("ACK → 200 took %s: over one --interval (%s) + 150ms slack", lat.Round(time.Millisecond), interval)
+			}
+		})
+	}
+}
+
 // (b) A push the stand-in never acks shows STALE in `meshready sync`; with
 // --sync-gate=always --stale-after=1s the pod turns unready once the push
 // has been unacked longer than 1s, and ready again when it is acked; with
@@ -303,7 +337,10 @@ func TestPilotGoneAfterSync(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitPilotSynced(t, p, d.ProxyID())
-		time.Sleep(2 * time.Second)
+		// Probed as the kubelet would (the agent refreshes when probed).
+		if bad := probeFor(a, 2*time.Second); bad != "" {
+			t.Errorf("after Pilot came back: %s", bad)
+		}
 		if n := p.DebugRequests().Sub(atSync); n.Total() != 0 {
 			t.Errorf("the agent called Pilot after the first sync under --sync-gate=startup: %s", n)
 		}
@@ -352,6 +389,17 @@ func TestPilotGoneAfterSync(t *testing.T) {
 	})
 }
 
+// probeFor probes /health every --interval for d and describes the first
+// answer that was not 200 ("" if all were).
+func probeFor(a *Agent, d time.Duration) string {
+	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(interval) {
+		if code, body, err := a.Health(); err != nil || code != 200 {
+			return fmt.Sprintf("/health %d %q %v", code, body, err)
+		}
+	}
+	return ""
+}
+
 func mustMetric(t *testing.T, a *Agent) float64 {
 	t.Helper()
 	v, err := a.PilotRequestsMetric()
@@ -398,8 +446,10 @@ func TestSourceFallThrough(t *testing.T) {
 					t.Errorf("%s answered 403 %d times: want it tried once, then left", path, n)
 				}
 			}
-			// Once synced, nothing more (startup gate).
-			time.Sleep(time.Second)
+			// Once synced, nothing more (startup gate), however often probed.
+			if bad := probeFor(a, time.Second); bad != "" {
+				t.Error(bad)
+			}
 			if n := p.DebugRequests().Sub(got); n.Total() != 0 {
 				t.Errorf("requests after the first sync: %s", n)
 			}
@@ -458,4 +508,86 @@ func (s Snapshot) String() string {
 		fmt.Fprintf(&b, " %s{acc=%s ok=%d rej=%d held=%v unacked=%v}", t, ts.Accepted, ts.Successes, ts.Rejections, ts.HeldAck, ts.Unacked)
 	}
 	return b.String()
+}
+
+// The configdump source against Pilot's own /debug/config_dump handler
+// (which regenerates the proxy's config on every call): Pilot's version per
+// type against the stand-in's accepted versions.
+func TestConfigDumpSource(t *testing.T) {
+	needServeFlags(t, "pilot", "pilot-source", "sync-gate", "stale-after", "proxy-id")
+	p := StartPilot(t, PilotOptions{})
+	d := startDataPlane(t, p, DataPlaneOptions{Index: 1})
+	args := agentArgs(p, d, "--pilot-source=configdump", "--sync-gate=always", "--stale-after=1s")
+	a := startAgent(t, args...)
+	if _, _, _, err := a.WaitHealth(20*time.Second, is200); err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := a.Verbose(); v.SyncSource != "configdump" {
+		t.Errorf("sync_source %q, want configdump: %s", v.SyncSource, v)
+	}
+	before := d.Snapshot()
+
+	d.SetMode(Freeze)
+	if _, err := p.Bump(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.WaitFor(waitCtx(t, 10*time.Second), func(s Snapshot) bool { return s.Types["CDS"].Unacked && s.Types["LDS"].Unacked }); err != nil {
+		t.Fatal(err)
+	}
+	pushed := time.Now()
+	rep := runSync(t, args...)
+	t.Logf("meshready sync: exit %d %s", rep.Exit, strings.TrimSpace(rep.Raw))
+	for _, typ := range []string{"CDS", "LDS"} {
+		row, ok := rep.Row(typ)
+		if !ok || row.State != "STALE" || row.PilotSent != p.PushVersion() || row.EnvoyVersion != before.Types[typ].Accepted || row.Source != "configdump" {
+			t.Errorf("meshready sync %s: %+v; want STALE, PILOT SENT %s, ENVOY VERSION %s, SOURCE configdump", typ, row, p.PushVersion(), before.Types[typ].Accepted)
+		}
+	}
+	if rep.Exit != 1 {
+		t.Errorf("meshready sync exit %d, want 1", rep.Exit)
+	}
+	_, body, at, err := a.WaitHealth(1*time.Second+backoffMax+3*time.Second, func(code int, _ string) bool { return code == 503 })
+	if err != nil {
+		t.Fatalf("configdump, --sync-gate=always: never 503 while the push stays unapplied: %v", err)
+	}
+	t.Logf("503 %s after the push: %s", at.Sub(pushed).Round(time.Millisecond), body)
+	d.SetMode(AckAll)
+	if _, _, _, err := a.WaitHealth(backoffMax+interval+3*time.Second, is200); err != nil {
+		t.Errorf("not ready again once the push was applied: %v", err)
+	}
+	t.Logf("requests to Pilot: %s", p.DebugRequests())
+}
+
+// A slow Pilot before the first sync: each call times out (--timeout), the
+// pod stays unready saying so, the calls are spaced by the backoff, and
+// once Pilot answers again the pod turns ready.
+func TestPilotSlowBeforeSync(t *testing.T) {
+	needServeFlags(t, "pilot", "pilot-source", "sync-gate", "stale-after", "proxy-id")
+	p := StartPilot(t, PilotOptions{})
+	p.Hang()
+	d := startDataPlane(t, p, DataPlaneOptions{Index: 1})
+	a := startAgent(t, agentArgs(p, d, "--pilot-source=syncz")...)
+	start := time.Now()
+	_, body, _, err := a.WaitHealth(10*time.Second, func(code int, body string) bool { return code == 503 && strings.Contains(body, "mesh.synced") })
+	if err != nil {
+		t.Fatalf("want 503 naming mesh.synced while Pilot hangs: %v", err)
+	}
+	t.Logf("while Pilot hangs: %s", body)
+	// Keep probing (the agent refreshes when probed, as kubelet does it
+	// every period): every round would ask Pilot without the backoff.
+	for time.Since(start) < 8*time.Second {
+		if code, body, _ := a.Health(); code == 200 {
+			t.Fatalf("ready before Pilot ever answered: %s", body)
+		}
+		time.Sleep(interval)
+	}
+	calls := p.DebugRequests()["http /debug/syncz"]
+	t.Logf("syncz calls reaching a hung Pilot in 8s: %d (at --interval without backoff: %d)", calls, int(8*time.Second/interval))
+	if calls > 10 {
+		t.Errorf("%d calls in 8s to a Pilot that never answers: not backing off", calls)
+	}
+	p.Unhang()
+	if _, _, _, err := a.WaitHealth(backoffMax+interval+3*time.Second, is200); err != nil {
+		t.Errorf("not ready once Pilot answers again: %v", err)
+	}
 }
