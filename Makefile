@@ -13,7 +13,7 @@ FUZZ_PKGS := ./envoyadmin ./probe ./pilotclient
 all: build
 
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/meshready
+	CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=false -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/meshready
 
 # What the tests need from Debian: unshare (util-linux) for the PID-1 tests,
 # ps (procps). Installed only when missing, and only when we are root.
@@ -71,3 +71,16 @@ loadtest: build
 # race detector for the 200-pod load test (integration/README.md).
 integration:
 	cd integration && $(GO) test -count=1 -timeout 25m ./...
+
+.PHONY: image image-test
+
+# Base images with podman (installed when missing and root): Dockerfile.base and
+# images/*/Dockerfile. Those whose FROM needs a registry build only when it answers
+# (REGISTRY=auto|1|0; images/README.md).
+image: build
+	VERSION=$(VERSION) COMMIT=$(COMMIT) images/build.sh
+
+# The binary taken out of the images, run as PID 1 in a PID namespace, drained by
+# SIGTERM (root).
+image-test: image
+	VERSION=$(VERSION) COMMIT=$(COMMIT) images/test-image.sh

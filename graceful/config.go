@@ -38,6 +38,11 @@ type Activity struct {
 	Known bool
 }
 
+// ErrNoSidecar is what an Activity func returns when it finds there is no
+// sidecar to ask (known only at run time, e.g. after auto-detection): the
+// drain is then DrainMin alone, as with a nil Activity.
+var ErrNoSidecar = errors.New("no sidecar")
+
 // Phase is where Run is in the life of CMD. Each change is logged with the
 // time spent in the previous phase and reported through Config.OnPhase.
 type Phase string

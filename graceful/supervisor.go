@@ -84,6 +84,7 @@ type supervisor struct {
 	minPassed   bool
 	maxTimer    *time.Timer
 	unknownSaid bool
+	noSidecar   bool // Activity said ErrNoSidecar
 
 	graceTimer *time.Timer
 
@@ -299,7 +300,7 @@ func (s *supervisor) startDrain(sig syscall.Signal) {
 	s.enter(PhaseDraining)
 	s.log.Info(signalName(sig)+": draining; CMD keeps serving until inbound is quiet",
 		"drain_min", s.cfg.DrainMin, "drain_quiet", s.cfg.DrainQuiet, "drain_max", s.cfg.DrainMax,
-		"sidecar", s.cfg.Activity != nil)
+		"watch_inbound", s.cfg.Activity != nil)
 
 	if s.cfg.EnvoyDrain != nil {
 		go s.envoyDrain()
@@ -357,6 +358,18 @@ func pollActivity(ctx context.Context, read func(context.Context) (Activity, err
 }
 
 func (s *supervisor) onReading(r reading) {
+	if errors.Is(r.err, ErrNoSidecar) {
+		// No sidecar after all (decided at run time, e.g. auto-detection):
+		// nothing to watch, DrainMin is the whole drain.
+		if !s.noSidecar {
+			s.noSidecar = true
+			s.log.Info("no sidecar: the drain is --drain-min only")
+		}
+		if s.minPassed {
+			s.endDrain(DrainEndMin)
+		}
+		return
+	}
 	if !r.activity.Known && !s.unknownSaid {
 		s.unknownSaid = true
 		why := "the sidecar reports no inbound stats"
@@ -371,7 +384,7 @@ func (s *supervisor) onReading(r reading) {
 
 func (s *supervisor) onDrainMin() {
 	s.minTimer, s.minPassed = nil, true
-	if s.cfg.Activity == nil {
+	if s.cfg.Activity == nil || s.noSidecar {
 		s.endDrain(DrainEndMin)
 		return
 	}

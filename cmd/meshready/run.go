@@ -144,7 +144,7 @@ func (a *agent) hasSidecar() bool {
 // drain then rests on --drain-min.
 func (a *agent) inboundActivity(ctx context.Context) (graceful.Activity, error) {
 	if !a.hasSidecar() {
-		return graceful.Activity{}, nil
+		return graceful.Activity{}, graceful.ErrNoSidecar
 	}
 	s, err := a.admin.InboundActivity(ctx)
 	if err != nil {

@@ -198,3 +198,22 @@ func TestRunQuitSidecar(t *testing.T) {
 		t.Fatalf("posts to the sidecar: %v", posts)
 	}
 }
+
+// Without a sidecar the drain is --drain-min alone: nothing to watch, so
+// --drain-quiet must not stretch it.
+func TestRunNoSidecarDrainIsDrainMin(t *testing.T) {
+	t.Parallel()
+	port := freePort(t)
+	health := fmt.Sprintf("http://127.0.0.1:%d/health", port)
+	cmd, stderr := meshreadyProcess(t, "run", fmt.Sprintf("--listen=127.0.0.1:%d", port), "--sidecar=none",
+		"--drain-min=300ms", "--drain-quiet=5s", "--drain-max=10s", "--", "/bin/sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.05; done")
+	eventually(t, "/health 200", 10*time.Second, func() bool { c, _ := getHealth(health); return c == 200 })
+	start := time.Now()
+	cmd.Process.Signal(syscall.SIGTERM)
+	if code := exitCode(t, cmd); code != 0 {
+		t.Fatalf("exit %d\n%s", code, stderr)
+	}
+	if took := time.Since(start); took < 300*time.Millisecond || took > 4*time.Second {
+		t.Fatalf("drain took %s, want about --drain-min=300ms\n%s", took, stderr)
+	}
+}
