@@ -83,7 +83,10 @@ type Client struct {
 	userAgent string
 	onRequest func(source, code string)
 	hc        *retryablehttp.Client
-	gate      *gate
+	// gates space requests per source: a 403 on syncz must not hold back
+	// config_dump, the one debug path istiod still allows a pod. They share
+	// one slot, so the client still makes one request at a time.
+	gates map[string]*gate
 }
 
 // Option configures a Client.
@@ -214,7 +217,7 @@ func New(pilot string, opts ...Option) (*Client, error) {
 	u.RawPath = ""
 	c := &Client{
 		scheme: u.Scheme, timeout: o.timeout, maxBody: o.maxBody, tokenFile: o.tokenFile,
-		userAgent: o.userAgent, onRequest: o.onRequest, gate: newGate(o.backoffMin, o.backoffMax),
+		userAgent: o.userAgent, onRequest: o.onRequest, gates: newGates(o.backoffMin, o.backoffMax, SourceSyncz, SourceConfigDump, SourceXDS),
 		display: u.String(),
 	}
 	if u.Scheme == "https" || u.Scheme == "grpcs" {
@@ -310,7 +313,7 @@ func (c *Client) Syncz(ctx context.Context, proxyID string) (ProxyStatus, error)
 	if !c.isHTTP() {
 		return ProxyStatus{}, c.unsupported(SourceSyncz, "/debug/syncz is served over HTTP: give an http(s):// Pilot address (port 15014)")
 	}
-	v, err := c.gate.do(ctx, call{
+	v, err := c.gates[SourceSyncz].do(ctx, call{
 		key: SourceSyncz + "|" + id, source: SourceSyncz, target: c.target("/debug/syncz"),
 		run: func(ctx context.Context) (any, error) {
 			var st ProxyStatus
@@ -361,7 +364,7 @@ func (c *Client) ConfigDump(ctx context.Context, proxyID string) (ConfigVersions
 	if !c.isHTTP() {
 		return ConfigVersions{}, c.unsupported(SourceConfigDump, "/debug/config_dump is served over HTTP: give an http(s):// Pilot address (port 15014)")
 	}
-	v, err := c.gate.do(ctx, call{
+	v, err := c.gates[SourceConfigDump].do(ctx, call{
 		key: SourceConfigDump + "|" + id, source: SourceConfigDump, target: c.target("/debug/config_dump"),
 		run: func(ctx context.Context) (any, error) {
 			var vers map[string]string

@@ -744,3 +744,32 @@ func TestBackoff_ChangeSkipsNotSyncedSpacingOnly(t *testing.T) {
 		t.Fatalf("a change skipped the error backoff: %v", err)
 	}
 }
+
+// A 403 on /debug/syncz (ENABLE_DEBUG_ENDPOINT_AUTH) must not hold back
+// /debug/config_dump, the debug path istiod still allows a pod: each source
+// is spaced on its own.
+func TestBackoff_PerSource(t *testing.T) {
+	t.Parallel()
+	b, err := protojson.Marshal(pilotConfigDump(t, "v1", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newPilot(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/debug/syncz" {
+			http.Error(w, "forbidden", http.StatusForbidden)
+			return
+		}
+		w.Write(b)
+	})
+	c := newClient(t, p.URL, WithBackoff(time.Minute, time.Minute))
+	if _, err := c.Syncz(context.Background(), acked131); !errors.Is(err, ErrForbidden) {
+		t.Fatalf("syncz: %v", err)
+	}
+	cv, err := c.ConfigDump(context.Background(), acked131)
+	if err != nil || cv.Versions[KindClusters] != "v1" || p.hits.Load() != 2 {
+		t.Fatalf("config_dump after syncz's 403: %+v %v hits %d", cv, err, p.hits.Load())
+	}
+	if _, err := c.Syncz(context.Background(), acked131); !errors.Is(err, ErrBackoff) || p.hits.Load() != 2 {
+		t.Fatalf("syncz still spaced: %v hits %d", err, p.hits.Load())
+	}
+}

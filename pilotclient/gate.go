@@ -48,7 +48,22 @@ type flight struct {
 }
 
 func newGate(min, max time.Duration) *gate {
-	return &gate{sem: make(chan struct{}, 1), min: min, max: max, flights: map[string]*flight{}}
+	return newSharedGate(make(chan struct{}, 1), min, max)
+}
+
+// newSharedGate is a gate whose request slot is sem, shared with others.
+func newSharedGate(sem chan struct{}, min, max time.Duration) *gate {
+	return &gate{sem: sem, min: min, max: max, flights: map[string]*flight{}}
+}
+
+// newGates makes one gate per source, all sharing one request slot.
+func newGates(min, max time.Duration, sources ...string) map[string]*gate {
+	sem := make(chan struct{}, 1)
+	g := make(map[string]*gate, len(sources))
+	for _, s := range sources {
+		g[s] = newSharedGate(sem, min, max)
+	}
+	return g
 }
 
 // call is what the gate runs: ask Pilot once.

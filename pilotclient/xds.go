@@ -102,7 +102,7 @@ func (c *Client) XDSSyncz(ctx context.Context, nodeID, proxyID string) (ProxySta
 	if err != nil {
 		return ProxyStatus{}, &Error{Source: SourceXDS, Target: c.display, Err: err}
 	}
-	v, err := c.gate.do(ctx, call{
+	v, err := c.gates[SourceXDS].do(ctx, call{
 		key: SourceXDS + "|" + id + "|" + nodeID, source: SourceXDS, target: c.display,
 		run: func(ctx context.Context) (any, error) {
 			return c.xdsSyncz(ctx, nodeID, ns, id)
