@@ -84,6 +84,12 @@ type meshState struct {
 // unless Envoy shows a change sooner.
 const pilotRecheck = 5 * time.Second
 
+// envoyReceivedAny reports whether Envoy has accepted or rejected any cds or
+// lds update.
+func envoyReceivedAny(f envoyadmin.ReadinessFacts) bool {
+	return f.CDS.UpdateSuccess+f.CDS.UpdateRejected+f.LDS.UpdateSuccess+f.LDS.UpdateRejected > 0
+}
+
 func envoySignature(f envoyadmin.ReadinessFacts) string {
 	return fmt.Sprint(f.CDS.UpdateSuccess, f.CDS.UpdateRejected, f.LDS.UpdateSuccess, f.LDS.UpdateRejected, f.CDS.VersionText, f.LDS.VersionText)
 }
@@ -152,6 +158,12 @@ func (m *meshState) check(ctx context.Context) (Result, error) {
 		// Envoy shows nothing new: a thousand agents probed every second
 		// must not become a thousand requests a second.
 		return m.decide(*m.last, m.lastSource), nil
+	}
+	if len(m.sources) > 0 && m.sources[0] != SourceLocal && !m.synced && !envoyReceivedAny(f) {
+		// Until Envoy has received anything, Pilot can only say "not sent"
+		// or "not acked": asking costs Pilot a whole-mesh syncz per pod
+		// during a rollout and tells nothing.
+		return Result{Status: Fail, Source: m.sources[0], Message: "not synced: Envoy has received no cds/lds update yet (Pilot is asked once it has)"}, nil
 	}
 	for len(m.sources) > 0 {
 		src := m.sources[0]

@@ -310,3 +310,23 @@ func TestSyncReport(t *testing.T) {
 		t.Fatalf("rows\n got %s\nwant %s", got, wantRows)
 	}
 }
+
+// Pilot is not asked before Envoy has received anything: it could only say
+// "not sent", at the cost of a whole-mesh syncz per starting pod.
+func TestMeshSyncedWaitsForEnvoyBeforeAskingPilot(t *testing.T) {
+	t.Parallel()
+	p := &fakePilot{syncz: func(string) (pilotclient.ProxyStatus, error) {
+		return proxyStatus("syncz", ts("CDS", pilotclient.StateSynced, "v1", "v1")), nil
+	}}
+	fx := newMeshFixture(t, MeshOptions{Pilot: p, PilotScheme: "http", Source: SourceAuto, Gate: GateStartup, ProxyID: "app-1.default"})
+	fx.envoy.Set(func(s *standin.EnvoyState) { s.CDSSuccess, s.LDSSuccess = 0, 0 })
+	want(t, "nothing received", fx.synced(t), Fail, "syncz", "Envoy has received no cds/lds update yet")
+	if n := p.Calls("syncz"); n != 0 {
+		t.Fatalf("Pilot asked %d times before Envoy received anything", n)
+	}
+	fx.envoy.Set(func(s *standin.EnvoyState) { s.CDSRejected = 1 })
+	fx.synced(t)
+	if n := p.Calls("syncz"); n != 1 {
+		t.Fatalf("a rejection is worth asking Pilot about (it names the error); asked %d times", n)
+	}
+}
