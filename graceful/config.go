@@ -135,7 +135,9 @@ type Config struct {
 	// slog.Default()).
 	Logger *slog.Logger
 	// Signals, when set, replaces signal.Notify for every signal but
-	// SIGCHLD (which Run always watches itself, to reap). For tests.
+	// SIGCHLD (which Run always watches itself, to reap): for tests, and for
+	// callers that must catch signals before Run starts (meshready run
+	// serves /health first).
 	Signals <-chan os.Signal
 }
 

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
+	"os/signal"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -58,6 +60,11 @@ func (c *RunCmd) Validate() error {
 // Run supervises the app and returns with its exit code.
 func (c *RunCmd) Run(env *Env) error {
 	log := env.Log
+	// Catch every signal before /health can answer: a SIGTERM in the first
+	// milliseconds must start a drain, not kill the agent by default action.
+	sigs := make(chan os.Signal, 64)
+	signal.Notify(sigs)
+	defer signal.Stop(sigs)
 	a, err := c.build(log, c.Timeout)
 	if err != nil {
 		return err
@@ -84,8 +91,9 @@ func (c *RunCmd) Run(env *Env) error {
 	}()
 
 	cfg := graceful.Config{
-		Argv: c.Command,
-		Hold: func(ctx context.Context) error { return a.waitMesh(ctx, log) },
+		Argv:    c.Command,
+		Signals: sigs,
+		Hold:    func(ctx context.Context) error { return a.waitMesh(ctx, log) },
 		// Sidecar auto-detection gives up at --start-timeout too; the slack
 		// lets its "no sidecar" verdict start the app instead of the hold's
 		// own timeout firing first.
