@@ -127,8 +127,8 @@ func (a *Aggregator) startRound() <-chan struct{} {
 // round runs every check concurrently on a context of its own: the round is
 // shared, so no single caller's cancellation may cut it short.
 func (a *Aggregator) round(done chan struct{}) {
-	n := a.rounds.Add(1)
-	ctx, cancel := context.WithTimeout(withRound(context.Background(), n), a.timeout)
+	a.rounds.Add(1)
+	ctx, cancel := context.WithTimeout(withRound(context.Background(), roundSeq.Add(1)), a.timeout)
 	defer cancel()
 
 	outcomes := make([]Outcome, len(a.checks))
@@ -190,6 +190,11 @@ func (a *Aggregator) withDrain(v *Verdict) *Verdict {
 	}
 	return v.draining()
 }
+
+// roundSeq numbers rounds across every aggregator of the process: checks
+// that cache a read per round (the Envoy checks) are shared by the hold's
+// aggregator and /health's, whose own counts would collide.
+var roundSeq atomic.Uint64
 
 // roundKey carries the round number, so checks that share one read of Envoy
 // (envoy.live and envoy.config) can tell whether the read they have cached

@@ -210,10 +210,18 @@ func TestChecksShareTheRoundNumber(t *testing.T) {
 	a := NewAggregator([]Check{c("x"), c("y")}, AggregatorOptions{Interval: time.Nanosecond})
 	a.Refresh(context.Background())
 	a.Refresh(context.Background())
+	// A second aggregator sharing the same checks never reuses a number.
+	b := NewAggregator([]Check{c("x"), c("y")}, AggregatorOptions{Interval: time.Nanosecond})
+	b.Refresh(context.Background())
 	mu.Lock()
 	defer mu.Unlock()
-	if len(seen) != 2 || seen[1] != 2 || seen[2] != 2 || seen[0] != 0 {
+	if len(seen) != 3 || seen[0] != 0 {
 		t.Fatalf("round numbers seen: %v", seen)
+	}
+	for n, checks := range seen {
+		if checks != 2 {
+			t.Fatalf("round %d ran %d checks, want 2 (all: %v)", n, checks, seen)
+		}
 	}
 }
 

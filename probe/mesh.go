@@ -457,7 +457,7 @@ type SyncReport struct {
 // Report asks the sources once, as the check does, and lays out the answer.
 func (mesh *Mesh) Report(ctx context.Context) SyncReport {
 	m := mesh.m
-	r, err := m.check(withRound(ctx, 1))
+	r, err := m.check(withRound(ctx, roundSeq.Add(1)))
 	if err != nil {
 		r = failf(err.Error())
 	}
