@@ -7,8 +7,9 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"syscall"
 	"time"
+
+	"github.com/meshready/meshready/internal/neterr"
 
 	"github.com/meshready/meshready/internal/oneline"
 )
@@ -169,28 +170,7 @@ func roundDur(d time.Duration) time.Duration {
 
 // unreachableCause names why a dial failed, or "" when err is not a
 // nothing-listens-there failure.
-func unreachableCause(err error) string {
-	if err == nil {
-		return ""
-	}
-	if de, ok := errors.AsType[*net.DNSError](err); ok {
-		if de.IsTimeout {
-			return ""
-		}
-		return fmt.Sprintf("cannot resolve %q: %s", de.Name, de.Err)
-	}
-	switch {
-	case errors.Is(err, syscall.ECONNREFUSED):
-		return "connection refused"
-	case errors.Is(err, syscall.EHOSTUNREACH):
-		return "no route to host"
-	case errors.Is(err, syscall.ENETUNREACH):
-		return "network unreachable"
-	case errors.Is(err, syscall.EADDRNOTAVAIL):
-		return "address not available"
-	}
-	return ""
-}
+func unreachableCause(err error) string { return neterr.Unreachable(err) }
 
 // transportError classifies a failed request. ctx is the per-call context
 // (with its deadline); budget is how long the call was allowed.

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/meshready/meshready/internal/neterr"
 )
 
 // AppTarget is a parsed --app-ready / --app-live value.
@@ -147,12 +149,11 @@ func netReason(err error) string {
 	switch {
 	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
 		return "timed out"
-	case errors.Is(err, syscall.ECONNREFUSED):
-		return "connection refused"
 	case errors.Is(err, syscall.ECONNRESET):
 		return "connection reset"
-	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
-		return "unreachable"
+	}
+	if why := neterr.Unreachable(err); why != "" {
+		return why
 	}
 	// Peel the wrappers that only repeat the operation and address.
 	for {
