@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -26,8 +25,8 @@ import (
 // The agent under test is the real binary, built once by TestMain from the
 // repository's cmd/meshready.
 var (
-	agentBin      string
-	agentBuildErr error
+	agentBin, greeterBin string
+	agentBuildErr        error
 )
 
 func TestMain(m *testing.M) {
@@ -38,19 +37,10 @@ func TestMain(m *testing.M) {
 		os.Exit(2)
 	}
 	quietIstioLogs()
-	agentBin = filepath.Join(dir, "meshready")
 	start := time.Now()
-	// Built by its own module (the repository root), as `make build` does:
-	// the agent's dependency versions are its own, not merged with istio's.
-	// Same flags as the shipped binary (Makefile: build).
-	build := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", agentBin, "./cmd/meshready")
-	build.Dir = ".."
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	out, err := build.CombinedOutput()
-	if err != nil {
-		agentBuildErr = fmt.Errorf("go build ./cmd/meshready (in the repository root): %v\n%s", err, out)
-	} else if testing.Verbose() {
-		fmt.Printf("built the agent in %s\n", time.Since(start).Round(time.Millisecond))
+	agentBin, greeterBin, agentBuildErr = BuildBinaries(".", dir)
+	if agentBuildErr == nil && testing.Verbose() {
+		fmt.Printf("built the agent and the greeter in %s\n", time.Since(start).Round(time.Millisecond))
 	}
 	code := m.Run()
 	_ = os.RemoveAll(dir)
@@ -104,26 +94,6 @@ type Agent struct {
 	// quietOnFail keeps a failing test from printing this agent's log (the
 	// load test has hundreds).
 	quietOnFail bool
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.b.Len() > 1<<20 { // keep the head and stop: enough to say why
-		return len(p), nil
-	}
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func freePort(t testing.TB) int {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"slices"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -131,6 +132,8 @@ type DataPlane struct {
 	adminReqs map[string]int
 	changed   chan struct{}
 	closed    bool
+	traffic   []*http.Server // inbound/outbound listeners (dataplane_traffic.go)
+	rr        uint64         // outbound round-robin position
 }
 
 type nackCmd struct{ typeURL, msg string }
@@ -164,6 +167,7 @@ type resource struct {
 	updated time.Time
 	eds     string   // CDS: the EDS service name, "" when not an EDS cluster
 	rds     []string // LDS: route configs it names
+	addrs   []string // EDS: host:port of each endpoint Envoy would route to
 }
 
 // Inbound is the inbound traffic the stand-in reports, as Istio's
@@ -300,6 +304,7 @@ func (d *DataPlane) Close() {
 	<-d.done
 	_ = d.conn.Close()
 	_ = d.admin.Close()
+	d.closeTraffic()
 }
 
 // run keeps one ADS stream up, reconnecting with backoff as Envoy does.
@@ -592,7 +597,20 @@ func decodeOne(a *anypb.Any) (resource, error) {
 		if err := a.UnmarshalTo(&cla); err != nil {
 			return resource{}, fmt.Errorf("cluster load assignment: %v", err)
 		}
-		return resource{name: cla.GetClusterName()}, nil
+		r := resource{name: cla.GetClusterName()}
+		for _, loc := range cla.GetEndpoints() {
+			for _, lb := range loc.GetLbEndpoints() {
+				// Envoy routes to HEALTHY and UNKNOWN hosts only.
+				if h := lb.GetHealthStatus(); h != core.HealthStatus_UNKNOWN && h != core.HealthStatus_HEALTHY {
+					continue
+				}
+				sa := lb.GetEndpoint().GetAddress().GetSocketAddress()
+				if sa.GetAddress() != "" {
+					r.addrs = append(r.addrs, net.JoinHostPort(sa.GetAddress(), strconv.Itoa(int(sa.GetPortValue()))))
+				}
+			}
+		}
+		return r, nil
 	}
 	return resource{name: a.GetTypeUrl()}, nil
 }

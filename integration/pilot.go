@@ -51,6 +51,9 @@ type PilotOptions struct {
 	// pods exist, their readiness probes have not passed yet); flip them
 	// with SetEndpointReady, as the endpoint controller would.
 	EndpointsNotReady bool
+	// ExtraKubeObjects are more Kubernetes objects (YAML) for the fake
+	// client, e.g. the local mesh's Service greeter (GreeterKubeObjects).
+	ExtraKubeObjects string
 }
 
 // Pilot is Istio's discovery server (xds.FakeDiscoveryServer: the real push,
@@ -102,7 +105,7 @@ func StartPilot(t test.Failer, o PilotOptions) *Pilot {
 		t.Cleanup(func() { features.EnableDebugEndpointAuth = prev })
 	}
 	fake := xds.NewFakeDiscoveryServer(t, xds.FakeOptions{
-		KubernetesObjectString: kubeObjects(o.Pods, !o.EndpointsNotReady),
+		KubernetesObjectString: kubeObjects(o.Pods, !o.EndpointsNotReady) + o.ExtraKubeObjects,
 		ConfigString:           meshConfigYAML,
 		DebounceTime:           o.DebounceAfter,
 	})
