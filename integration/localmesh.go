@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -626,6 +627,7 @@ func (m *LocalMesh) applySlice(ctx context.Context, edit func(*discoveryv1.Endpo
 // Replacement is one step of a rollout.
 type Replacement struct {
 	Old, New      string
+	Drain         string        // how the old pod's agent ended its drain (MeshReady), from its log
 	NewReadyAfter time.Duration // StartPod → endpoint ready
 	OldExit       int           // the old main process's exit code
 	OldStopped    time.Duration // Delete → exit
@@ -657,16 +659,21 @@ func (r RolloutReport) Kills() int {
 // maxUnavailable 0 does: start the new pod, wait until its endpoint is
 // ready (at most readyTimeout, else the rollout stops and the old pod
 // stays), delete the old pod, go on without waiting for it to stop. It
-// returns when every deleted pod has exited. before, when set, runs before
-// each step (a scenario's hook).
-func (m *LocalMesh) Rollout(old []*Pod, next func(i int) PodSpec, readyTimeout time.Duration, before func(i int)) (RolloutReport, []*Pod) {
+// returns when every deleted pod has exited. The hooks, when set, run
+// before each step's new pod starts and before its old pod is deleted (a
+// scenario's bad condition).
+type RolloutHooks struct {
+	BeforeStart, BeforeDelete func(i int)
+}
+
+func (m *LocalMesh) Rollout(old []*Pod, next func(i int) PodSpec, readyTimeout time.Duration, hooks RolloutHooks) (RolloutReport, []*Pod) {
 	began := time.Now()
 	var rep RolloutReport
 	var fresh []*Pod
 	var deleted []*Pod
 	for i, o := range old {
-		if before != nil {
-			before(i)
+		if hooks.BeforeStart != nil {
+			hooks.BeforeStart(i)
 		}
 		spec := next(i)
 		m.Logf("%-10s starting (%s), to replace %s", spec.Name, spec.Mode, o.Spec.Name)
@@ -683,6 +690,9 @@ func (m *LocalMesh) Rollout(old []*Pod, next func(i int) PodSpec, readyTimeout t
 			break
 		}
 		rep.Steps = append(rep.Steps, Replacement{Old: o.Spec.Name, New: spec.Name, NewReadyAfter: time.Since(t0)})
+		if hooks.BeforeDelete != nil {
+			hooks.BeforeDelete(i)
+		}
 		m.Logf("%-10s deleted: endpoint terminating + SIGTERM", o.Spec.Name)
 		o.Delete()
 		deleted = append(deleted, o)
@@ -690,11 +700,19 @@ func (m *LocalMesh) Rollout(old []*Pod, next func(i int) PodSpec, readyTimeout t
 	for i, o := range deleted {
 		<-o.Exited()
 		rep.Steps[i].OldExit, rep.Steps[i].OldStopped = o.ExitCode(), o.StoppedAfter()
-		m.Logf("%-10s exited %d, %s after SIGTERM", o.Spec.Name, o.ExitCode(), o.StoppedAfter().Round(time.Millisecond))
+		drain := ""
+		if mm := drainEnded.FindStringSubmatch(o.Output()); mm != nil {
+			rep.Steps[i].Drain = mm[1] + " after " + mm[2]
+			drain = " (drain ended: " + rep.Steps[i].Drain + ")"
+		}
+		m.Logf("%-10s exited %d, %s after SIGTERM%s", o.Spec.Name, o.ExitCode(), o.StoppedAfter().Round(time.Millisecond), drain)
 	}
 	rep.Took = time.Since(began)
 	return rep, fresh
 }
+
+// drainEnded reads the agent's "drain ended" log line (text format).
+var drainEnded = regexp.MustCompile(`drain ended.* why=(\S+).* took=(\S+)`)
 
 // prefixWriter writes whole lines, each with a prefix.
 type prefixWriter struct {
