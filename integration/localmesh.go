@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -201,6 +200,8 @@ type PodSpec struct {
 	// (default 5s). Callers whose proxies have not caught up are answered
 	// by it, with no app behind it. Default 5s; negative: none.
 	SidecarDrain time.Duration
+	// OnLine, when set, gets each line the pod's processes write.
+	OnLine func(line string)
 }
 
 // Pod is a running pod.
@@ -313,10 +314,14 @@ func (m *LocalMesh) StartPod(spec PodSpec) (*Pod, error) {
 	p.cmd = exec.Command(argv[0], argv[1:]...)
 	p.cmd.Env = append(os.Environ(), "POD_NAME="+spec.Name, "POD_NAMESPACE=default")
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	var out io.Writer = &p.output
+	outs := []io.Writer{&p.output}
 	if m.o.Verbose {
-		out = io.MultiWriter(&p.output, &prefixWriter{w: m.o.Out, prefix: "    " + spec.Name + " | "})
+		outs = append(outs, &lineWriter{fn: func(l string) { fmt.Fprintf(m.o.Out, "    %s | %s\n", spec.Name, l) }})
 	}
+	if spec.OnLine != nil {
+		outs = append(outs, &lineWriter{fn: spec.OnLine})
+	}
+	out := io.MultiWriter(outs...)
 	p.cmd.Stdout, p.cmd.Stderr = out, out
 	if err := p.cmd.Start(); err != nil {
 		dp.Close()
@@ -500,6 +505,9 @@ func (p *Pod) Exited() <-chan struct{} { return p.exited }
 // ExitCode is the main process's exit code (128+n for signal n), valid
 // after Exited.
 func (p *Pod) ExitCode() int { return p.exitCode }
+
+// DeletedAt is when Delete was called.
+func (p *Pod) DeletedAt() time.Time { return p.deleted }
 
 // StoppedAfter is the time from Delete to exit, valid after Exited.
 func (p *Pod) StoppedAfter() time.Duration { return p.exitAt.Sub(p.deleted) }
@@ -714,25 +722,24 @@ func (m *LocalMesh) Rollout(old []*Pod, next func(i int) PodSpec, readyTimeout t
 // drainEnded reads the agent's "drain ended" log line (text format).
 var drainEnded = regexp.MustCompile(`drain ended.* why=(\S+).* took=(\S+)`)
 
-// prefixWriter writes whole lines, each with a prefix.
-type prefixWriter struct {
-	mu     sync.Mutex
-	w      io.Writer
-	prefix string
-	buf    []byte
+// lineWriter hands each whole line written to fn.
+type lineWriter struct {
+	mu  sync.Mutex
+	fn  func(line string)
+	buf []byte
 }
 
-func (p *prefixWriter) Write(b []byte) (int, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.buf = append(p.buf, b...)
+func (l *lineWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.buf = append(l.buf, b...)
 	for {
-		i := strings.IndexByte(string(p.buf), '\n')
+		i := bytes.IndexByte(l.buf, '\n')
 		if i < 0 {
 			return len(b), nil
 		}
-		fmt.Fprintf(p.w, "%s%s\n", p.prefix, p.buf[:i])
-		p.buf = p.buf[i+1:]
+		l.fn(string(l.buf[:i]))
+		l.buf = l.buf[i+1:]
 	}
 }
 
