@@ -218,6 +218,7 @@ type Pod struct {
 	killOnce sync.Once
 	exitCode int
 	exitAt   time.Time
+	delMu    sync.Mutex
 	deleted  time.Time
 	output   syncBuffer
 
@@ -310,6 +311,16 @@ func (m *LocalMesh) StartPod(spec PodSpec) (*Pod, error) {
 			"--termination-grace", spec.TerminationGrace.String(),
 		}, spec.AgentArgs...)
 		argv = append(append(argv, "--"), greeter...)
+	}
+	if spec.Mode == Naive && !spec.NotInService {
+		// kubelet's gRPC probe of the app's port (grpc.NewClient does not
+		// dial until used).
+		conn, err := grpc.NewClient(fmt.Sprintf("%s:%d", p.IP, appPort), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			dp.Close()
+			return nil, fmt.Errorf("pod %s probe: %w", spec.Name, err)
+		}
+		p.probeConn = conn
 	}
 	p.cmd = exec.Command(argv[0], argv[1:]...)
 	p.cmd.Env = append(os.Environ(), "POD_NAME="+spec.Name, "POD_NAMESPACE=default")
@@ -444,13 +455,6 @@ func (p *Pod) probe() (bool, string) {
 		_ = resp.Body.Close()
 		return resp.StatusCode == http.StatusOK, fmt.Sprintf("GET /health %d", resp.StatusCode)
 	}
-	if p.probeConn == nil {
-		conn, err := grpc.NewClient(fmt.Sprintf("%s:%d", p.IP, appPort), grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			return false, err.Error()
-		}
-		p.probeConn = conn
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	resp, err := healthpb.NewHealthClient(p.probeConn).Check(ctx, &healthpb.HealthCheckRequest{})
@@ -478,7 +482,9 @@ func (p *Pod) WaitReady(d time.Duration) error {
 // SIGKILLed. Delete does not wait; Exited does.
 func (p *Pod) Delete() {
 	p.delOnce.Do(func() {
+		p.delMu.Lock()
 		p.deleted = time.Now()
+		p.delMu.Unlock()
 		close(p.deleting)
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -507,10 +513,14 @@ func (p *Pod) Exited() <-chan struct{} { return p.exited }
 func (p *Pod) ExitCode() int { return p.exitCode }
 
 // DeletedAt is when Delete was called.
-func (p *Pod) DeletedAt() time.Time { return p.deleted }
+func (p *Pod) DeletedAt() time.Time {
+	p.delMu.Lock()
+	defer p.delMu.Unlock()
+	return p.deleted
+}
 
 // StoppedAfter is the time from Delete to exit, valid after Exited.
-func (p *Pod) StoppedAfter() time.Duration { return p.exitAt.Sub(p.deleted) }
+func (p *Pod) StoppedAfter() time.Duration { return p.exitAt.Sub(p.DeletedAt()) }
 
 // Gone is closed when the whole pod is gone (the sidecar too).
 func (p *Pod) Gone() <-chan struct{} { return p.gone }

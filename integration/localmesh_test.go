@@ -6,7 +6,7 @@ import (
 	"net/http"
 	"regexp"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -23,23 +23,20 @@ const (
 	readyTimeout = 20 * time.Second
 )
 
-type logWriter struct {
-	t  testing.TB
-	mu sync.Mutex
-}
-
-func (w *logWriter) Write(b []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.t.Log(strings.TrimRight(string(b), "\n"))
-	return len(b), nil
-}
-
 func startLocalMesh(t *testing.T, lag time.Duration) (*LocalMesh, *Pilot) {
 	t.Helper()
 	needAgent(t)
 	p := StartPilot(t, PilotOptions{ExtraKubeObjects: GreeterKubeObjects})
-	m := NewLocalMesh(MeshOptions{Pilot: p, Agent: agentBin, Greeter: greeterBin, Out: &logWriter{t: t}, EndpointLag: lag})
+	// Pods' goroutines may still narrate while the cleanups stop them;
+	// t.Log after the test has completed would panic.
+	var over atomic.Bool
+	t.Cleanup(func() { over.Store(true) }) // runs after m.Close (cleanups run last-in first-out)
+	out := &lineWriter{fn: func(l string) {
+		if !over.Load() {
+			t.Log(l)
+		}
+	}}
+	m := NewLocalMesh(MeshOptions{Pilot: p, Agent: agentBin, Greeter: greeterBin, Out: out, EndpointLag: lag})
 	t.Cleanup(m.Close)
 	return m, p
 }
