@@ -660,6 +660,9 @@ type RolloutReport struct {
 	Took  time.Duration
 	// Stopped is why the rollout stopped early (a new pod never ready).
 	Stopped error
+	// PilotRequests counts the debug requests (syncz, config_dump, xDS
+	// debug types) Pilot received during the rollout: the agents' load.
+	PilotRequests int64
 }
 
 // Kills counts old pods whose app had to be SIGKILLed.
@@ -686,6 +689,7 @@ type RolloutHooks struct {
 
 func (m *LocalMesh) Rollout(old []*Pod, next func(i int) PodSpec, readyTimeout time.Duration, hooks RolloutHooks) (RolloutReport, []*Pod) {
 	began := time.Now()
+	pilotBefore := m.o.Pilot.DebugRequests()
 	var rep RolloutReport
 	var fresh []*Pod
 	var deleted []*Pod
@@ -726,6 +730,7 @@ func (m *LocalMesh) Rollout(old []*Pod, next func(i int) PodSpec, readyTimeout t
 		m.Logf("%-10s exited %d, %s after SIGTERM%s", o.Spec.Name, o.ExitCode(), o.StoppedAfter().Round(time.Millisecond), drain)
 	}
 	rep.Took = time.Since(began)
+	rep.PilotRequests = m.o.Pilot.DebugRequests().Sub(pilotBefore).Total()
 	return rep, fresh
 }
 

@@ -123,15 +123,16 @@ func TestRollingRestart(t *testing.T) {
 		}
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "| rolling restart, %d pods, %d calls/s | endpoint lag | calls | failed | p50 | p99 | max | rollout took |\n", meshPods, meshRate)
-	fmt.Fprintf(&b, "|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&b, "| rolling restart, %d pods, %d calls/s | endpoint lag | calls | failed | p50 | p99 | max | rollout took | Pilot debug requests |\n", meshPods, meshRate)
+	fmt.Fprintf(&b, "|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rows {
 		name := "naive: the app gets SIGTERM at once"
 		if r.mode == MeshReady {
 			name = "`meshready run`: 503, drain, then SIGTERM"
 		}
-		fmt.Fprintf(&b, "| %s | %s | %d | **%d** | %s | %s | %s | %s |\n", name, r.lag, r.res.Total, r.res.Failed,
-			r.res.P50.Round(100*time.Microsecond), r.res.P99.Round(100*time.Microsecond), r.res.Max.Round(time.Millisecond), r.rep.Took.Round(100*time.Millisecond))
+		fmt.Fprintf(&b, "| %s | %s | %d | **%d** | %s | %s | %s | %s | %d |\n", name, r.lag, r.res.Total, r.res.Failed,
+			r.res.P50.Round(100*time.Microsecond), r.res.P99.Round(100*time.Microsecond), r.res.Max.Round(time.Millisecond),
+			r.rep.Took.Round(100*time.Millisecond), r.rep.PilotRequests)
 	}
 	t.Logf("\n%s", b.String())
 }
