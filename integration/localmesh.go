@@ -324,7 +324,10 @@ func (m *LocalMesh) StartPod(spec PodSpec) (*Pod, error) {
 	}
 	p.cmd = exec.Command(argv[0], argv[1:]...)
 	p.cmd.Env = append(os.Environ(), "POD_NAME="+spec.Name, "POD_NAMESPACE=default")
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Its own process group (kubelet's SIGKILL takes the app too); and it
+	// dies with the test or demo, even a SIGKILLed one, so no agent is left
+	// holding the pod's ports.
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	outs := []io.Writer{&p.output}
 	if m.o.Verbose {
 		outs = append(outs, &lineWriter{fn: func(l string) { fmt.Fprintf(m.o.Out, "    %s | %s\n", spec.Name, l) }})
