@@ -85,6 +85,10 @@ type Config struct {
 	// not return. Must be > 0 when Hold is set: never hang forever
 	// (scuttle#27, #50).
 	StartTimeout time.Duration
+	// HoldSlack extends Hold's deadline past StartTimeout without showing in
+	// logs: a Hold that itself gives up at StartTimeout (sidecar
+	// auto-detection deciding "no sidecar") gets to answer first.
+	HoldSlack time.Duration
 	// ExitOnStartTimeout: when Hold fails or times out, exit 69 without
 	// starting CMD; otherwise start CMD anyway. Both are logged loudly.
 	ExitOnStartTimeout bool

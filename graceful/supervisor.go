@@ -240,11 +240,11 @@ func (s *supervisor) startHold(ctx context.Context) {
 	s.log.Info("holding CMD until the sidecar can route", "cmd", s.cfg.Argv[0], "start_timeout", s.cfg.StartTimeout)
 	// The hold ends by our decision only (ready, deadline, signal): a
 	// cancelled ctx reaches the loop as a SIGTERM, not as a failed hold.
-	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.StartTimeout)
+	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.StartTimeout+s.cfg.HoldSlack)
 	done := make(chan error, 1)
 	s.holdCancel, s.holdDone = cancel, done
 	// Our own timer acts at the deadline even if Hold ignores its context.
-	s.holdTimer = time.NewTimer(s.cfg.StartTimeout)
+	s.holdTimer = time.NewTimer(s.cfg.StartTimeout + s.cfg.HoldSlack)
 	go func() { done <- s.cfg.Hold(hctx) }()
 }
 

@@ -97,7 +97,8 @@ func (c *RunCmd) Run(env *Env) error {
 		// Sidecar auto-detection gives up at --start-timeout too; the slack
 		// lets its "no sidecar" verdict start the app instead of the hold's
 		// own timeout firing first.
-		StartTimeout:       c.StartTimeout + c.Timeout + time.Second,
+		StartTimeout:       c.StartTimeout,
+		HoldSlack:          c.Timeout + time.Second,
 		ExitOnStartTimeout: c.OnStartTimeout == "exit",
 		DrainMin:           c.DrainMin,
 		DrainQuiet:         c.DrainQuiet,

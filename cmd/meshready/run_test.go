@@ -162,6 +162,10 @@ func TestRunStartTimeout(t *testing.T) {
 	if code := exitCode(t, cmd); code != 69 {
 		t.Fatalf("required sidecar never ready: exit %d, want 69\n%s", code, stderr)
 	}
+	// The log shows the flag's value, not the internal slack added to it.
+	if out := stderr.String(); !strings.Contains(out, "start_timeout=300ms") {
+		t.Errorf("hold log does not show start_timeout=300ms:\n%s", out)
+	}
 }
 
 func TestWait(t *testing.T) {
