@@ -221,9 +221,18 @@ func lastLine(out, substr string) string {
 func TestRolloutPilotRestart(t *testing.T) {
 	const outage = 6 * time.Second
 	m, p := startLocalMesh(t, 0)
+	// grpc-go's xDS client backs off its reconnects: it has taken about 13 s
+	// after Pilot's return to resume, i.e. about 19 s after the delete —
+	// close to the default --drain-max of 20 s. The room here makes the
+	// test about the quiet detection, not about that margin.
+	roomy := func(s PodSpec) PodSpec {
+		s.AgentArgs = []string{"--drain-max", "45s", "--termination-grace", "60s"}
+		s.TerminationGrace = time.Minute
+		return s
+	}
 	res, rep, _ := rollUnderLoad(t, m, p,
-		func(i int) PodSpec { return spec(fmt.Sprintf("v1-%d", i+1), MeshReady) },
-		func(i int) PodSpec { return spec(fmt.Sprintf("v2-%d", i+1), MeshReady) },
+		func(i int) PodSpec { return roomy(spec(fmt.Sprintf("v1-%d", i+1), MeshReady)) },
+		func(i int) PodSpec { return roomy(spec(fmt.Sprintf("v2-%d", i+1), MeshReady)) },
 		RolloutHooks{BeforeDelete: func(i int) {
 			if i != 1 {
 				return
@@ -246,6 +255,9 @@ func TestRolloutPilotRestart(t *testing.T) {
 	}
 	if d := rep.Steps[1].OldStopped; d < outage {
 		t.Errorf("%s stopped %s after SIGTERM, before Pilot was back (%s): its drain did not wait for callers to move", rep.Steps[1].Old, d, outage)
+	}
+	if !strings.HasPrefix(rep.Steps[1].Drain, "quiet") {
+		t.Errorf("%s: drain ended %q, want quiet: callers were still routing to it", rep.Steps[1].Old, rep.Steps[1].Drain)
 	}
 }
 
