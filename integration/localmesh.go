@@ -187,6 +187,10 @@ type PodSpec struct {
 	// Outbound opens the stand-in's outbound listener (IP:15001) to the
 	// greeter Service, for an app that calls through its sidecar.
 	Outbound bool
+	// CallAtBoot makes the app's first line a call to the greeter Service
+	// through this pod's outbound listener (implies Outbound): the
+	// start-up race.
+	CallAtBoot bool
 	// NotInService keeps the pod out of the greeter EndpointSlice (a
 	// client pod of another Deployment).
 	NotInService bool
@@ -292,7 +296,7 @@ func (m *LocalMesh) StartPod(spec PodSpec) (*Pod, error) {
 		dp.Close()
 		return nil, err
 	}
-	if spec.Outbound {
+	if spec.Outbound || spec.CallAtBoot {
 		if err := dp.ServeOutbound(p.OutboundAddr(), GreeterCluster); err != nil {
 			dp.Close()
 			return nil, err
@@ -300,6 +304,9 @@ func (m *LocalMesh) StartPod(spec PodSpec) (*Pod, error) {
 	}
 
 	greeter := append([]string{m.o.Greeter, "-listen", fmt.Sprintf("%s:%d", p.IP, appPort), "-name", spec.Name}, spec.GreeterArgs...)
+	if spec.CallAtBoot {
+		greeter = append(greeter, "-call", p.OutboundAddr())
+	}
 	argv := greeter
 	if spec.Mode == MeshReady {
 		argv = append([]string{m.o.Agent, "run",

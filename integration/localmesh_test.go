@@ -149,9 +149,8 @@ func TestStartupRace(t *testing.T) {
 		t.Run(mode.String(), func(t *testing.T) {
 			var caller *Pod
 			caller, err := m.StartPod(PodSpec{
-				Name: "caller-" + mode.String(), Mode: mode, NotInService: true, Outbound: true,
+				Name: "caller-" + mode.String(), Mode: mode, NotInService: true, CallAtBoot: true,
 				SidecarSlow: 1500 * time.Millisecond,
-				GreeterArgs: []string{"-call", nextOutbound(m)},
 			})
 			if err != nil {
 				t.Fatal(err)
@@ -192,13 +191,6 @@ func TestStartupRace(t *testing.T) {
 			}
 		})
 	}
-}
-
-// nextOutbound is the outbound address of the next pod StartPod creates
-// (its IP is handed out in order).
-func nextOutbound(m *LocalMesh) string {
-	n := podIPs.Load() + 1
-	return fmt.Sprintf("127.1.%d.%d:%d", n/250, n%250+1, outboundPort)
 }
 
 func lastLine(out, substr string) string {

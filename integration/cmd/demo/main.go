@@ -72,10 +72,15 @@ func run(lag time.Duration, rate int, linger time.Duration, verbose bool) int {
 		say(out, "\nact 1 failed: %v\n", err)
 		return 1
 	}
+	if err := startupRace(out, mesh); err != nil {
+		say(out, "\nact 2 failed: %v\n", err)
+		return 1
+	}
 	lagMesh := integration.NewLocalMesh(integration.MeshOptions{Pilot: pilot, Agent: agent, Greeter: greeter, Out: out, Verbose: verbose, EndpointLag: lag})
 	failer.Cleanup(lagMesh.Close)
 	code := act2(out, lagMesh, pilot, lag, rate)
 	say(out, "\ndemo finished in %s\n", time.Since(t0).Round(100*time.Millisecond))
+	say(out, "more: README.md \"The local mesh\" (the table with and without endpoint lag: cd integration && go test -v -run 'TestRollingRestart$' .)\n")
 	return code
 }
 
@@ -194,7 +199,7 @@ func storyLine(l string) string {
 			return "agent: " + strings.Replace(l[i+len(`msg=`):], `"`, "", 2)
 		}
 	}
-	for _, key := range []string{"serving on", "graceful stop", "stopped"} {
+	for _, key := range []string{"serving on", "graceful stop", "stopped", "first outbound call"} {
 		if i := strings.Index(l, ": "+key); i >= 0 {
 			return "app:   " + l[i+2:]
 		}
@@ -216,10 +221,53 @@ func phase(code int, body string) string {
 	}
 }
 
+// startupRace is the first race: an app whose first line calls another
+// service through its sidecar, started before the sidecar can route.
+func startupRace(out io.Writer, mesh *integration.LocalMesh) error {
+	say(out, "Act 2: the start-up race: an app whose first line calls the greeter through its sidecar\n")
+	say(out, "  (the caller's sidecar sits on its config for 1.5 s)\n\n")
+	backend, err := mesh.StartPod(integration.PodSpec{Name: "greeter-3", Mode: integration.Naive})
+	if err != nil {
+		return err
+	}
+	defer backend.Kill()
+	if err := backend.WaitReady(30 * time.Second); err != nil {
+		return err
+	}
+	for _, mode := range []integration.Mode{integration.Naive, integration.MeshReady} {
+		name := "caller-" + mode.String()
+		var pod *integration.Pod
+		pod, err = mesh.StartPod(integration.PodSpec{
+			Name: name, Mode: mode, NotInService: true, CallAtBoot: true, SidecarSlow: 1500 * time.Millisecond,
+			OnLine: func(l string) {
+				if strings.Contains(l, "first outbound call") || strings.Contains(l, `msg="sidecar ready"`) {
+					mesh.Logf("%-16s %s", name, storyLine(l))
+				}
+			},
+		})
+		if err != nil {
+			return err
+		}
+		deadline := time.After(15 * time.Second)
+		for !strings.Contains(pod.Output(), "first outbound call") {
+			select {
+			case <-deadline:
+				pod.Kill()
+				return fmt.Errorf("%s made no first call\n%s", name, pod.Output())
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+		pod.Kill()
+	}
+	say(out, "\n")
+	return nil
+}
+
 // act2 rolls three pods under steady load, naive then meshready, and
 // prints the callers' failed requests side by side.
 func act2(out io.Writer, mesh *integration.LocalMesh, pilot *integration.Pilot, lag time.Duration, rate int) int {
-	say(out, "Act 2: rolling restart of 3 pods under %d calls/s, naive then `meshready run`\n", rate)
+	say(out, "Act 3: rolling restart of 3 pods under %d calls/s, naive then `meshready run`\n", rate)
 	say(out, "  endpoint lag %s: Kubernetes → istiod delay before Pilot pushes an endpoint change (-lag; 0 is this machine's floor)\n", lag)
 	type row struct {
 		mode integration.Mode
