@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -286,6 +287,9 @@ func (m *LocalMesh) StartPod(spec PodSpec) (*Pod, error) {
 		AdminAddr: fmt.Sprintf("%s:%d", p.IP, adminPort),
 	})
 	if err != nil {
+		if errors.Is(err, syscall.EADDRINUSE) {
+			err = fmt.Errorf("%w (is another make demo or make integration running? pods use 127.1.x.y)", err)
+		}
 		return nil, fmt.Errorf("pod %s sidecar: %w", spec.Name, err)
 	}
 	p.Sidecar = dp
