@@ -79,13 +79,6 @@ func (d *DataPlane) ServeOutbound(addr, cluster string) error {
 
 var errNoHealthyUpstream = errors.New("no healthy upstream")
 
-// Endpoints are the addresses the stand-in would route cluster's traffic to.
-func (d *DataPlane) Endpoints(cluster string) []string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return append([]string(nil), d.subs[TypeEDS].resources[cluster].addrs...)
-}
-
 type targetFunc func(*http.Request) (*url.URL, error)
 
 func (d *DataPlane) reverseProxy(pick targetFunc) *httputil.ReverseProxy {
