@@ -259,6 +259,9 @@ func startupRace(out io.Writer, mesh *integration.LocalMesh) error {
 		}
 		time.Sleep(100 * time.Millisecond)
 		pod.Kill()
+		if mode == integration.MeshReady && !strings.Contains(pod.Output(), "first outbound call to "+pod.OutboundAddr()+" succeeded") {
+			return fmt.Errorf("%s: the first call failed under meshready run\n%s", name, pod.Output())
+		}
 	}
 	say(out, "\n")
 	return nil
