@@ -8,7 +8,7 @@ FUZZTIME ?= 10s
 # Packages with fuzz targets; `make fuzz` runs each target for $(FUZZTIME).
 FUZZ_PKGS := ./envoyadmin ./probe ./pilotclient
 
-.PHONY: all build test deps fmt-check vet unit bench fuzz run clean size loadtest integration demo
+.PHONY: all build test deps fmt-check vet unit bench fuzz run clean size loadtest integration demo cluster-bins
 
 all: build
 
@@ -59,6 +59,14 @@ size: build
 # on 2 cores. DEMO_FLAGS: -lag 0s, -rate N, -linger 60s, -v.
 demo:
 	cd integration && $(GO) run ./cmd/demo $(DEMO_FLAGS)
+
+# The real control plane's binaries (kube-apiserver, kube-controller-manager,
+# kube-scheduler, kubectl from k8s.io/kubernetes; pilot-discovery and
+# pilot-agent from the pinned istio; Debian's etcd and prometheus), built once
+# into ~/.cache/meshready (MESHREADY_CACHE) keyed by version. Cold: ~20 min on
+# 2 cores, narrated; warm: a second.
+cluster-bins:
+	@tools/cluster-bins.sh
 
 # The agent alone with local defaults. With no Envoy on
 # 127.0.0.1:15000 it says why it is not ready, then serves :54321 (Ctrl-C stops).
