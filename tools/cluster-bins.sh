@@ -76,5 +76,13 @@ for c in pilot-discovery pilot-agent; do
 	build "$c" "$ISTIO" integration "istio.io/istio/pilot/cmd/$c"
 done
 
+# Istio's CRDs, from the same pinned module (the harness applies them before istiod starts).
+crds="$OUT/istio-crds-$ISTIO.yaml"
+if [ ! -s "$crds" ]; then
+	dir=$(cd integration && $GO list -m -f '{{.Dir}}' istio.io/istio)
+	cp "$dir/manifests/charts/base/files/crd-all.gen.yaml" "$crds.tmp" && mv "$crds.tmp" "$crds"
+fi
+ln -sf "$crds" "$CUR/istio-crds.yaml"
+
 say "ready in $(($(date +%s) - t0)) s: $CUR ($(ls "$CUR" | tr '\n' ' '))"
 if [ "${1:-}" = --print-dir ]; then echo "$CUR"; fi
