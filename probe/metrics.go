@@ -2,6 +2,7 @@ package probe
 
 import (
 	"runtime"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -17,6 +18,8 @@ type Metrics struct {
 	checkStatus   *prometheus.GaugeVec
 	checkDuration *prometheus.HistogramVec
 	rounds        prometheus.Counter
+
+	guardOnce sync.Once
 }
 
 var statuses = [...]Status{Pass, Fail, Degraded, Skip}
@@ -55,6 +58,23 @@ func NewMetrics(version, commit string) *Metrics {
 
 // Register adds more collectors (Pilot, drain) to the agent's registry.
 func (m *Metrics) Register(cs ...prometheus.Collector) { m.Registry.MustRegister(cs...) }
+
+// observeGuard exports the probe server's shedding (the first server that
+// serves these metrics; a second one is not counted).
+func (m *Metrics) observeGuard(g *connGuard) {
+	m.guardOnce.Do(func() {
+		m.Registry.MustRegister(
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "meshready_http_conns_shed_total",
+				Help: "Connections to :54321 closed to make room while they held no request in progress (slowloris, silent or idle clients).",
+			}, func() float64 { return float64(g.shed.Load()) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{
+				Name: "meshready_http_conns_refused_total",
+				Help: "New connections to :54321 closed at once because every open one was young or being served.",
+			}, func() float64 { return float64(g.refused.Load()) }),
+		)
+	})
+}
 
 // ObserveVerdict records a new verdict; it is the Aggregator's Observe hook.
 func (m *Metrics) ObserveVerdict(v *Verdict) {

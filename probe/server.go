@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -27,10 +26,14 @@ type ServerOptions struct {
 	// VerboseRemote lets non-loopback clients read the verbose body (proxy
 	// id, versions, app URLs); by default they get the one-line body.
 	VerboseRemote bool
-	// MaxConns bounds concurrent connections so a slow or hostile client on
-	// the pod network cannot crowd out the kubelet's probe (default 64).
-	MaxConns int
-	Logger   *slog.Logger
+	// MaxConns bounds open connections (default 128) and MaxConnsPerAddr
+	// those of one client address (default 32). Neither makes a newcomer
+	// wait: at a bound, the connection that has been without a request in
+	// progress longest is shed (see connguard.go), so a slow or hostile
+	// client on the pod network cannot crowd out the kubelet's probe.
+	MaxConns        int
+	MaxConnsPerAddr int
+	Logger          *slog.Logger
 }
 
 var (
@@ -118,23 +121,33 @@ func Serve(ctx context.Context, addr string, o ServerOptions) error {
 // ServeListener is Serve on a listener the caller made (tests use port 0).
 func ServeListener(ctx context.Context, ln net.Listener, o ServerOptions) error {
 	if o.MaxConns <= 0 {
-		o.MaxConns = 64
+		o.MaxConns = defaultMaxConns
+	}
+	if o.MaxConnsPerAddr <= 0 {
+		o.MaxConnsPerAddr = defaultMaxConnsPerAddr
 	}
 	log := o.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	guard := newConnGuard(o.MaxConns, o.MaxConnsPerAddr)
+	if o.Metrics != nil {
+		o.Metrics.observeGuard(guard)
+	}
 	srv := &http.Server{
-		Handler:           Handler(o),
-		ReadHeaderTimeout: 2 * time.Second,
-		ReadTimeout:       5 * time.Second,
-		WriteTimeout:      10 * time.Second,
-		IdleTimeout:       30 * time.Second,
+		Handler: Handler(o),
+		// Far below the kubelet's 1s: a client that has not sent its
+		// headers by then is not a prober.
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       time.Second,
+		WriteTimeout:      10 * time.Second, // /metrics to a slow scraper
+		IdleTimeout:       10 * time.Second,
 		MaxHeaderBytes:    8 << 10,
+		ConnState:         guard.connState,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(limitListener(ln, o.MaxConns)) }()
+	go func() { errc <- srv.Serve(guard.listener(ln)) }()
 	select {
 	case err := <-errc:
 		return err
@@ -147,39 +160,6 @@ func ServeListener(ctx context.Context, ln net.Listener, o ServerOptions) error 
 		}
 		return err
 	}
-}
-
-// limitListener caps accepted-and-open connections at n; further clients
-// wait in the kernel's backlog.
-func limitListener(ln net.Listener, n int) net.Listener {
-	return &limitedListener{Listener: ln, sem: make(chan struct{}, n)}
-}
-
-type limitedListener struct {
-	net.Listener
-	sem chan struct{}
-}
-
-func (l *limitedListener) Accept() (net.Conn, error) {
-	l.sem <- struct{}{}
-	c, err := l.Listener.Accept()
-	if err != nil {
-		<-l.sem
-		return nil, err
-	}
-	return &limitedConn{Conn: c, release: func() { <-l.sem }}, nil
-}
-
-type limitedConn struct {
-	net.Conn
-	release func()
-	once    sync.Once
-}
-
-func (c *limitedConn) Close() error {
-	err := c.Conn.Close()
-	c.once.Do(c.release)
-	return err
 }
 
 // ListenHint turns a listen error into advice.

@@ -2,8 +2,14 @@
 // Performance section reports it: it starts bin/meshready serve against a
 // stand-in Envoy admin API, reads its idle RSS, drives /health at a fixed
 // rate over loopback and reports latency percentiles and RSS under load.
+// Then the hostile scenario: a few hundred connections that never finish a
+// request (slowloris dripping header bytes, silent connects, idle
+// keep-alives, reconnecting when shed) while a kubelet-like prober (a new
+// connection per probe, 1s timeout) probes; it reports the probe's latency,
+// the slowest first.
 //
 //	go run ./internal/healthload -bin bin/meshready -rate 5000 -duration 10s -pin
+//	go run ./internal/healthload -bin bin/meshready -rate 0 -hostile 300 -probes 100
 package main
 
 import (
@@ -29,6 +35,8 @@ func main() {
 	rate := flag.Int("rate", 5000, "requests per second")
 	duration := flag.Duration("duration", 10*time.Second, "how long to drive load")
 	conns := flag.Int("conns", 32, "client connections (keep-alive)")
+	hostileN := flag.Int("hostile", 300, "hostile connections in the hostile scenario (a third each slowloris, silent, idle keep-alive); 0 skips it")
+	probes := flag.Int("probes", 100, "kubelet-like probes in the hostile scenario, one every 100ms")
 	pin := flag.Bool("pin", false, "run the agent on CPU 0 and this load generator on CPU 1 (one core each), so neither steals the other's time")
 	flag.Parse()
 	if *pin && os.Getenv("HEALTHLOAD_PINNED") == "" {
@@ -45,32 +53,45 @@ func main() {
 		return
 	}
 	pinAgent = *pin
-	if err := measure(*bin, *rate, *duration, *conns); err != nil {
-		fmt.Fprintln(os.Stderr, "healthload:", err)
-		os.Exit(1)
+	if *rate > 0 {
+		if err := measure(*bin, *rate, *duration, *conns); err != nil {
+			fmt.Fprintln(os.Stderr, "healthload:", err)
+			os.Exit(1)
+		}
+	}
+	if *hostileN > 0 {
+		if err := measureHostile(*bin, *hostileN, *probes); err != nil {
+			fmt.Fprintln(os.Stderr, "healthload:", err)
+			os.Exit(1)
+		}
 	}
 }
 
 // pinAgent runs the agent under taskset on CPU 0 (-pin).
 var pinAgent bool
 
-func measure(bin string, rate int, duration time.Duration, conns int) error {
-	envoy := standin.NewEnvoy(standin.LiveSynced())
-	defer envoy.Close()
+// startAgent runs `bin serve` against envoy on a free loopback port.
+func startAgent(bin string, envoy *standin.Envoy) (addr string, cmd *exec.Cmd, err error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return err
+		return "", nil, err
 	}
-	addr := ln.Addr().String()
+	addr = ln.Addr().String()
 	ln.Close()
-
 	args := []string{"serve", "--listen=" + addr, "--envoy-admin=" + envoy.URL, "--sidecar=required", "--log-level=warn"}
-	cmd := exec.Command(bin, args...)
+	cmd = exec.Command(bin, args...)
 	if pinAgent {
 		cmd = exec.Command("taskset", append([]string{"-c", "0", bin}, args...)...)
 	}
 	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
+	return addr, cmd, cmd.Start()
+}
+
+func measure(bin string, rate int, duration time.Duration, conns int) error {
+	envoy := standin.NewEnvoy(standin.LiveSynced())
+	defer envoy.Close()
+	addr, cmd, err := startAgent(bin, envoy)
+	if err != nil {
 		return err
 	}
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
