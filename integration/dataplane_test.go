@@ -99,6 +99,12 @@ func TestStandInAgainstPilot(t *testing.T) {
 	t.Logf("stand-in %s: CDS %d clusters, EDS %v, LDS %d listeners, RDS %v", d.ProxyID(),
 		len(s.Types["CDS"].Resources), s.Types["EDS"].Names, len(s.Types["LDS"].Resources), s.Types["RDS"].Names)
 
+	// Pilot's telemetry metadata on the inbound cluster (inbound|8080||):
+	// what the stand-in's Istio metrics name as destination_service.
+	if svcs := d.InboundServices(8080); len(svcs) != 1 || svcs[0].Host != "app.default.svc.cluster.local" || svcs[0].Name != "app" || svcs[0].Namespace != "default" {
+		t.Errorf("inbound|8080|| services %+v; want app.default.svc.cluster.local (app, default)", svcs)
+	}
+
 	// Pilot's own view: every type it sent was acked with the nonce sent.
 	waitPilotSynced(t, p, d.ProxyID())
 

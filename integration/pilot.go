@@ -24,6 +24,8 @@ import (
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc"
 
+	"github.com/meshready/meshready/internal/sidecarstandin"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	networking "istio.io/api/networking/v1alpha3"
@@ -558,7 +560,7 @@ spec:
 `
 
 // PodIP is app-n's address: 10.0.0.n for n ≤ 254, then 10.0.1.x, ….
-func PodIP(n int) string { return fmt.Sprintf("10.0.%d.%d", n/255, n%255) }
+func PodIP(n int) string { return sidecarstandin.PodIP(n) }
 
 // KubeObjects is the Kubernetes side of the mesh: Service app (port 8080)
 // backed by pods app-1 … app-n, and Service backend (port 9080) backed by

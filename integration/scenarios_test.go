@@ -499,17 +499,6 @@ func TestXDSSource(t *testing.T) {
 	}
 }
 
-// Describe a snapshot in one line for failure messages.
-func (s Snapshot) String() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "state=%d workers=%v connected=%v mode=%s", s.State, s.WorkersStarted, s.Connected, s.Mode)
-	for _, t := range []string{"CDS", "EDS", "LDS", "RDS"} {
-		ts := s.Types[t]
-		fmt.Fprintf(&b, " %s{acc=%s ok=%d rej=%d held=%v unacked=%v}", t, ts.Accepted, ts.Successes, ts.Rejections, ts.HeldAck, ts.Unacked)
-	}
-	return b.String()
-}
-
 // The configdump source against Pilot's own /debug/config_dump handler
 // (which regenerates the proxy's config on every call): Pilot's version per
 // type against the stand-in's accepted versions.

@@ -1,4 +1,4 @@
-package integration
+package sidecarstandin
 
 import (
 	"encoding/json"
@@ -344,7 +344,12 @@ func (d *DataPlane) servePrometheus(w http.ResponseWriter, r *http.Request) {
 			b.WriteString(l + "\n")
 		}
 	}
-	w.Header().Set("Content-Type", "text/plain; charset=UTF-8")
+	var re *regexp.Regexp
+	if f := r.URL.Query().Get("filter"); f != "" {
+		re = regexp.MustCompile(f) // selectStats has checked it
+	}
+	b.Write(d.metrics.exposition(re))
+	w.Header().Set("Content-Type", contentTypePrometheus)
 	fmt.Fprint(w, b.String())
 }
 

@@ -1,4 +1,4 @@
-package integration
+package sidecarstandin
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -75,22 +76,54 @@ func (m AckMode) String() string {
 	return [...]string{"ack-all", "hold-acks", "freeze"}[m]
 }
 
-// DataPlaneOptions configure a stand-in.
-type DataPlaneOptions struct {
-	// Pilot is the ADS address, host:port.
+// Options configure a stand-in.
+type Options struct {
+	// Pilot is the ADS address, host:port (istiod's plaintext 15010).
 	Pilot string
-	// Index n gives the defaults: pod app-n, IP PodIP(n).
+	// NodeID, when set, is the node id presented to Pilot
+	// (sidecar~IP~pod.namespace~namespace.svc.cluster.local) and gives
+	// the defaults of IP, Pod and Namespace; see ParseNodeID.
+	NodeID string
+	// Index n gives the defaults for tests: pod app-n, IP PodIP(n).
 	Index     int
 	Pod       string // default app-<Index>
 	Namespace string // default "default"
 	IP        string // default PodIP(Index)
 	// Labels are the workload's labels (default app=app, version=v1).
-	Labels       map[string]string
+	Labels map[string]string
+	// Workload is Istio's workload name (WORKLOAD_NAME: the Deployment's
+	// name), the destination_workload of the metrics. Default: the app
+	// label.
+	Workload     string
 	IstioVersion string // ISTIO_VERSION metadata, default 1.31.0
 	ClusterID    string // CLUSTER_ID metadata, default Kubernetes
 	Mode         AckMode
 	// AdminAddr is where the admin API listens (default 127.0.0.1:0).
 	AdminAddr string
+	// Logf, when set, gets one line per state change (connected to
+	// Pilot, stream lost, LIVE, a listener opened).
+	Logf func(format string, args ...any)
+}
+
+// PodIP is test pod n's address: 10.0.0.n for n ≤ 254, then 10.0.1.x, ….
+func PodIP(n int) string { return fmt.Sprintf("10.0.%d.%d", n/255, n%255) }
+
+// ParseNodeID splits a sidecar node id,
+// sidecar~IP~pod.namespace~namespace.svc.cluster.local, into its IP, pod
+// and namespace.
+func ParseNodeID(id string) (ip, pod, namespace string, err error) {
+	f := strings.Split(id, "~")
+	if len(f) != 4 || f[0] != "sidecar" {
+		return "", "", "", fmt.Errorf("node id %q is not sidecar~IP~POD.NAMESPACE~NAMESPACE.svc.cluster.local", id)
+	}
+	if net.ParseIP(f[1]) == nil {
+		return "", "", "", fmt.Errorf("node id %q: %q is not an IP address", id, f[1])
+	}
+	pod, namespace, ok := strings.Cut(f[2], ".")
+	if !ok || pod == "" || namespace == "" || strings.Contains(namespace, ".") {
+		return "", "", "", fmt.Errorf("node id %q: %q is not POD.NAMESPACE", id, f[2])
+	}
+	return f[1], pod, namespace, nil
 }
 
 // DataPlane is the data-plane stand-in: an ADS client (go-control-plane
@@ -101,7 +134,7 @@ type DataPlaneOptions struct {
 // /ready and the POST mutations in Envoy's formats, from what it really
 // received and accepted. It is not Envoy.
 type DataPlane struct {
-	o      DataPlaneOptions
+	o      Options
 	nodeID string
 	node   *core.Node
 
@@ -117,6 +150,7 @@ type DataPlane struct {
 	stream    discovery.AggregatedDiscoveryService_StreamAggregatedResourcesClient
 	sentNode  bool
 	mode      AckMode
+	metrics   *istioMetrics
 	nacks     []nackCmd
 	pending   []*discovery.DiscoveryResponse // unprocessed (Freeze)
 	held      map[string]*discovery.DiscoveryRequest
@@ -165,9 +199,10 @@ type resource struct {
 	name    string
 	version string
 	updated time.Time
-	eds     string   // CDS: the EDS service name, "" when not an EDS cluster
-	rds     []string // LDS: route configs it names
-	addrs   []string // EDS: host:port of each endpoint Envoy would route to
+	eds     string    // CDS: the EDS service name, "" when not an EDS cluster
+	svcs    []Service // CDS: the services of an inbound cluster (its istio metadata)
+	rds     []string  // LDS: route configs it names
+	addrs   []string  // EDS: host:port of each endpoint Envoy would route to
 }
 
 // Inbound is the inbound traffic the stand-in reports, as Istio's
@@ -179,13 +214,28 @@ type Inbound struct {
 	TotalRequests     uint64
 }
 
-// StartDataPlane starts the admin API and the ADS client. The stand-in
+// Start starts the admin API and the ADS client. The stand-in
 // starts PRE_INITIALIZING and turns LIVE when its first CDS, EDS, LDS and
 // RDS responses are processed (accepted or rejected: Envoy lets startup
 // continue on a rejected config).
-func StartDataPlane(o DataPlaneOptions) (*DataPlane, error) {
+func Start(o Options) (*DataPlane, error) {
 	if o.Pilot == "" {
-		return nil, errors.New("DataPlaneOptions.Pilot: the ADS address is required")
+		return nil, errors.New("Options.Pilot: the ADS address is required")
+	}
+	if o.NodeID != "" {
+		ip, pod, ns, err := ParseNodeID(o.NodeID)
+		if err != nil {
+			return nil, err
+		}
+		if o.IP == "" {
+			o.IP = ip
+		}
+		if o.Pod == "" {
+			o.Pod = pod
+		}
+		if o.Namespace == "" {
+			o.Namespace = ns
+		}
 	}
 	if o.Index <= 0 {
 		o.Index = 1
@@ -211,9 +261,20 @@ func StartDataPlane(o DataPlaneOptions) (*DataPlane, error) {
 	if o.AdminAddr == "" {
 		o.AdminAddr = "127.0.0.1:0"
 	}
+	if o.Workload == "" {
+		o.Workload = o.Labels["app"]
+	}
+	if o.Logf == nil {
+		o.Logf = func(string, ...any) {}
+	}
+	nodeID := o.NodeID
+	if nodeID == "" {
+		nodeID = fmt.Sprintf("sidecar~%s~%s.%s~%s.svc.cluster.local", o.IP, o.Pod, o.Namespace, o.Namespace)
+	}
 	d := &DataPlane{
 		o:         o,
-		nodeID:    fmt.Sprintf("sidecar~%s~%s.%s~%s.svc.cluster.local", o.IP, o.Pod, o.Namespace, o.Namespace),
+		nodeID:    nodeID,
+		metrics:   newIstioMetrics(),
 		mode:      o.Mode,
 		held:      map[string]*discovery.DiscoveryRequest{},
 		subs:      map[string]*subscription{},
@@ -264,7 +325,7 @@ func (d *DataPlane) buildNode() (*core.Node, error) {
 		"LABELS":            labels,
 		"INTERCEPTION_MODE": "REDIRECT",
 		"INSTANCE_IPS":      d.o.IP,
-		"WORKLOAD_NAME":     d.o.Labels["app"],
+		"WORKLOAD_NAME":     d.o.Workload,
 		"SERVICE_ACCOUNT":   "default",
 		"NODE_NAME":         "node-1",
 		"APP_CONTAINERS":    d.o.Labels["app"],
@@ -276,7 +337,7 @@ func (d *DataPlane) buildNode() (*core.Node, error) {
 		Id:            d.nodeID,
 		Cluster:       d.o.Labels["app"] + "." + d.o.Namespace,
 		Metadata:      meta,
-		UserAgentName: "meshready-integration-standin",
+		UserAgentName: "meshready-sidecar-standin",
 	}, nil
 }
 
@@ -312,6 +373,7 @@ func (d *DataPlane) run() {
 	defer close(d.done)
 	ads := discovery.NewAggregatedDiscoveryServiceClient(d.conn)
 	backoff := 50 * time.Millisecond
+	var lastErr string
 	for d.ctx.Err() == nil {
 		stream, err := ads.StreamAggregatedResources(d.ctx)
 		if err == nil {
@@ -319,12 +381,16 @@ func (d *DataPlane) run() {
 			d.mu.Lock()
 			d.stream, d.sentNode, d.connected = stream, false, true
 			d.connects++
+			d.o.Logf("ADS stream to %s open (connection %d)", d.o.Pilot, d.connects)
 			d.requestAllLocked()
 			d.notifyLocked()
 			d.mu.Unlock()
 			for {
 				resp, err := stream.Recv()
 				if err != nil {
+					if d.ctx.Err() == nil {
+						d.o.Logf("ADS stream to %s lost: %v", d.o.Pilot, err)
+					}
 					break
 				}
 				d.mu.Lock()
@@ -342,6 +408,15 @@ func (d *DataPlane) run() {
 			if time.Since(began) > 2*time.Second {
 				backoff = 50 * time.Millisecond
 			}
+		}
+		if err != nil && d.ctx.Err() == nil && err.Error() != lastErr {
+			// Once per distinct error, not once per retry.
+			d.o.Logf("ADS stream to %s failed: %v; retrying every ≤1s", d.o.Pilot, err)
+		}
+		if err != nil {
+			lastErr = err.Error()
+		} else {
+			lastErr = ""
 		}
 		select {
 		case <-d.ctx.Done():
@@ -407,6 +482,7 @@ func (d *DataPlane) processLocked(resp *discovery.DiscoveryResponse) {
 		s.nonce = resp.GetNonce()
 		s.rejects = names
 		s.initDone = true // Envoy lets startup continue on a rejected config
+		d.o.Logf("rejected %s version %q: %s", ShortType(s.typeURL), resp.GetVersionInfo(), msg)
 		delete(d.held, s.typeURL)
 		// A NACK carries the last accepted version and the rejected nonce.
 		d.sendLocked(&discovery.DiscoveryRequest{
@@ -478,6 +554,7 @@ func (d *DataPlane) advanceLocked() {
 	listenersReady := lds.initDone && (len(rds.names) == 0 || rds.initDone)
 	if !d.stateSet && d.state != 0 && clustersReady && listenersReady {
 		d.state, d.workers = 0, true
+		d.o.Logf("LIVE: CDS %q, LDS %q accepted, %d clusters, %d listeners", cds.version, lds.version, len(cds.resources), len(lds.resources))
 	}
 }
 
@@ -555,7 +632,7 @@ func decodeOne(a *anypb.Any) (resource, error) {
 		if err := a.UnmarshalTo(&c); err != nil {
 			return resource{}, fmt.Errorf("cluster: %v", err)
 		}
-		r := resource{name: c.GetName()}
+		r := resource{name: c.GetName(), svcs: telemetryServices(&c)}
 		if c.GetType() == cluster.Cluster_EDS {
 			r.eds = c.GetEdsClusterConfig().GetServiceName()
 			if r.eds == "" {
@@ -614,6 +691,32 @@ func decodeOne(a *anypb.Any) (resource, error) {
 	}
 	return resource{name: a.GetTypeUrl()}, nil
 }
+
+// Service is a Kubernetes Service as Pilot names it in a cluster's
+// telemetry metadata (filter_metadata "istio", field "services"): what
+// Istio's stats filter reads for destination_service,
+// destination_service_name and destination_service_namespace.
+type Service struct{ Host, Name, Namespace string }
+
+func telemetryServices(c *cluster.Cluster) []Service {
+	im := c.GetMetadata().GetFilterMetadata()["istio"]
+	var out []Service
+	for _, v := range im.GetFields()["services"].GetListValue().GetValues() {
+		f := v.GetStructValue().GetFields()
+		out = append(out, Service{Host: f["host"].GetStringValue(), Name: f["name"].GetStringValue(), Namespace: f["namespace"].GetStringValue()})
+	}
+	return out
+}
+
+// InboundServices are the services Pilot attached to the inbound cluster
+// of port (inbound|PORT||) in the CDS the stand-in accepted.
+func (d *DataPlane) InboundServices(port int) []Service {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Clone(d.subs[TypeCDS].resources[inboundCluster(port)].svcs)
+}
+
+func inboundCluster(port int) string { return "inbound|" + strconv.Itoa(port) + "||" }
 
 // SetMode switches what the stand-in does with responses. Leaving Freeze
 // processes the responses it sat on, in order; AckAll also sends every held
@@ -738,6 +841,17 @@ type Snapshot struct {
 
 // Live says server.state is LIVE with workers started.
 func (s Snapshot) Live() bool { return s.State == 0 && s.WorkersStarted }
+
+// String describes a snapshot in one line, for failure messages.
+func (s Snapshot) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "state=%d workers=%v connected=%v mode=%s", s.State, s.WorkersStarted, s.Connected, s.Mode)
+	for _, t := range []string{"CDS", "EDS", "LDS", "RDS"} {
+		ts := s.Types[t]
+		fmt.Fprintf(&b, " %s{acc=%s ok=%d rej=%d held=%v unacked=%v}", t, ts.Accepted, ts.Successes, ts.Rejections, ts.HeldAck, ts.Unacked)
+	}
+	return b.String()
+}
 
 // Snapshot returns the current state.
 func (d *DataPlane) Snapshot() Snapshot {
