@@ -103,10 +103,20 @@ func wantsVerbose(r *http.Request) bool {
 	return true
 }
 
+// fromLoopback reports whether the client is this container itself:
+// 127.0.0.1 or ::1 (kubectl exec, port-forward). Not the rest of
+// 127.0.0.0/8: peers that reach :54321 through Envoy's inbound path arrive
+// from 127.0.0.6 (Istio's inbound passthrough source), and they are remote.
 func fromLoopback(r *http.Request) bool {
 	ap, err := netip.ParseAddrPort(r.RemoteAddr)
-	return err == nil && ap.Addr().Unmap().IsLoopback()
+	if err != nil {
+		return false
+	}
+	a := ap.Addr().Unmap()
+	return a == localhost4 || a == netip.IPv6Loopback()
 }
+
+var localhost4 = netip.AddrFrom4([4]byte{127, 0, 0, 1})
 
 // Serve listens on addr and serves until ctx ends, then shuts down within
 // a few seconds. It returns the listen error, if any, at once.
