@@ -351,6 +351,10 @@ func (d *DataPlane) ProxyID() string { return d.o.Pod + "." + d.o.Namespace }
 // AdminURL is the admin API base, e.g. http://127.0.0.1:41234.
 func (d *DataPlane) AdminURL() string { return d.adminURL }
 
+// Done is closed once the stand-in has stopped: Close, or POST
+// /quitquitquit on its admin API.
+func (d *DataPlane) Done() <-chan struct{} { return d.done }
+
 // Close ends the ADS stream and the admin API.
 func (d *DataPlane) Close() {
 	d.mu.Lock()

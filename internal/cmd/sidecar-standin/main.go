@@ -59,7 +59,10 @@
 //	--istio-version 1.31.0 ISTIO_VERSION in the node metadata
 //	--cluster-id Kubernetes CLUSTER_ID in the node metadata
 //
-// Exit codes: 0 after the drain; 1 no config from Pilot within
+// POST /quitquitquit on the admin API ends it at once, exit 0, as Envoy
+// (for Jobs: meshready run --quit-sidecar).
+//
+// Exit codes: 0 after the drain or /quitquitquit; 1 no config from Pilot within
 // --pilot-timeout, or a listener that cannot be bound; 2 a bad flag (one
 // line on stderr naming it). It logs one line per state change on stderr
 // and dies with its parent (PR_SET_PDEATHSIG SIGKILL).
@@ -391,8 +394,17 @@ func run(args []string, stderr io.Writer) int {
 		return 1
 	case s := <-sig:
 		return drain(d, s, sig, c.drain, logf)
+	case <-d.Done():
+		logf("POST /quitquitquit: exiting")
+		return 0
 	}
-	return drain(d, <-sig, sig, c.drain, logf)
+	select {
+	case s := <-sig:
+		return drain(d, s, sig, c.drain, logf)
+	case <-d.Done():
+		logf("POST /quitquitquit: exiting")
+		return 0
+	}
 }
 
 // drain keeps serving for the drain time after the first signal, as a

@@ -333,3 +333,45 @@ func TestNoPilot(t *testing.T) {
 		t.Errorf("%d lines of ADS errors over ~15 retries, want each distinct error once:\n%s", n, stderr.String())
 	}
 }
+
+// POST /quitquitquit (meshready run --quit-sidecar, for Jobs) ends it at
+// once with 0, as Envoy.
+func TestQuitQuitQuit(t *testing.T) {
+	ads, err := adstest.Start("v1", map[string][]proto.Message{
+		sidecarstandin.TypeCDS: {adstest.InboundCluster(8080)},
+		sidecarstandin.TypeLDS: {adstest.Listener("virtualInbound")},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ads.Stop)
+	adminPort := freePort(t)
+	cmd := exec.Command(bin, "--pilot", ads.Addr, "--ip", "127.0.0.1", "--pod", "job-x7k2p", "--namespace", "batch",
+		"--admin-port", strconv.Itoa(adminPort), "--stats-port", "0", "--inbound", fmt.Sprintf("%d=1", freePort(t)), "--drain", "1m")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	admin := fmt.Sprintf("http://127.0.0.1:%d", adminPort)
+	waitFor(t, "admin /ready 200 (LIVE)", 10*time.Second, func() bool { return status(admin+"/ready") == 200 })
+	resp, err := http.Post(admin+"/quitquitquit", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("exit after /quitquitquit: %v, want 0; stderr:\n%s", err, stderr.String())
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("still running 5s after /quitquitquit")
+	}
+	if !strings.Contains(stderr.String(), "quitquitquit: exiting") {
+		t.Errorf("stderr:\n%s", stderr.String())
+	}
+}
