@@ -53,9 +53,7 @@ func RESTConfig(kubeconfig, context string) (*rest.Config, error) {
 // 404 on v1); a cluster without Istio's CRDs has none of them, which is not
 // an error (the VirtualService rules then have nothing to check).
 func Read(ctx context.Context, cfg *rest.Config, ns string, timeout time.Duration) (*lint.Set, error) {
-	cfg = rest.CopyConfig(cfg)
-	cfg.QPS, cfg.Burst = QPS, Burst
-	cfg.Timeout = timeout // the HTTP client's own bound, under the contexts below
+	cfg = clientConfig(cfg, timeout)
 	kube, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return nil, err
@@ -108,6 +106,15 @@ func Read(ctx context.Context, cfg *rest.Config, ns string, timeout time.Duratio
 		return nil, err
 	}
 	return set, nil
+}
+
+// clientConfig is cfg (copied) with the rate limit and the HTTP client's own
+// deadline, a bound under the per-call contexts.
+func clientConfig(cfg *rest.Config, timeout time.Duration) *rest.Config {
+	cfg = rest.CopyConfig(cfg)
+	cfg.QPS, cfg.Burst = QPS, Burst
+	cfg.Timeout = timeout
+	return cfg
 }
 
 type lister func(what string, call func(context.Context) error) error
