@@ -26,6 +26,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/meshready/meshready/envoyadmin"
 	"github.com/meshready/meshready/internal/sidecarstandin"
 	"github.com/meshready/meshready/internal/sidecarstandin/adstest"
 )
@@ -348,6 +349,34 @@ func TestIstioStandardMetrics(t *testing.T) {
 				t.Errorf("envoy_http_downstream_rq_total: %v, want 10", rq)
 			}
 		})
+	}
+}
+
+// The agent's own parser reads the admin exposition with the Istio
+// families in it (as an Istio agent's merged :15020 would serve them).
+func TestAgentParsesExposition(t *testing.T) {
+	m := startMesh(t)
+	get(t, "http://"+m.httpIn+"/ok")
+	resp, err := http.Get(m.d.AdminURL() + "/stats/prometheus?text_readouts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	st, err := envoyadmin.ParsePrometheusStats(resp.Body)
+	if err != nil || st.Skipped != 0 {
+		t.Fatalf("ParsePrometheusStats: %v, %d lines skipped", err, st.Skipped)
+	}
+	if f := envoyadmin.FactsFromStats(st); f.State != envoyadmin.Live || f.CDS.VersionText != "2026-12-02T08:00:00Z/1" {
+		t.Errorf("facts %+v", f)
+	}
+	n := 0
+	for k, v := range st.Values {
+		if strings.HasPrefix(k, "istio_requests_total{") {
+			n += int(v)
+		}
+	}
+	if n != 1 {
+		t.Errorf("istio_requests_total as the agent reads it: %d, want 1", n)
 	}
 }
 
