@@ -177,6 +177,52 @@ func (d *DataPlane) ServeStats(addr string) error {
 	return nil
 }
 
+// ServeAgent opens what Istio's pilot-agent serves on its status port
+// (:15020) and Envoy's health listener forwards from :15021, at addr:
+// GET /stats/prometheus (Istio's merged metrics: here the same exposition
+// as ServeStats; no app metrics are merged), GET /healthz/ready (200 while
+// LIVE, else 503, the sidecar container's readiness probe), and POST
+// /quitquitquit (stops the stand-in, as the agent stops Envoy). Bound at
+// once.
+func (d *DataPlane) ServeAgent(addr string) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /stats/prometheus", d.servePrometheus)
+	mux.HandleFunc("GET /healthz/ready", func(w http.ResponseWriter, r *http.Request) {
+		d.mu.Lock()
+		s := d.effectiveStateLocked()
+		d.mu.Unlock()
+		if s != 0 {
+			http.Error(w, "Envoy proxy is NOT ready: server.state: "+stateName(s), http.StatusServiceUnavailable)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	})
+	mux.HandleFunc("POST /quitquitquit", func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusOK)
+		go func() {
+			time.Sleep(50 * time.Millisecond) // let the answer go out
+			d.o.Logf("POST /quitquitquit on %s", addr)
+			d.Close()
+		}()
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	d.mu.Lock()
+	if d.closed {
+		d.mu.Unlock()
+		_ = l.Close()
+		return net.ErrClosed
+	}
+	d.traffic = append(d.traffic, srv)
+	d.mu.Unlock()
+	d.o.Logf("agent listener on %s (/stats/prometheus, /healthz/ready, /quitquitquit)", l.Addr())
+	go func() { _ = srv.Serve(l) }()
+	return nil
+}
+
 // contentTypePrometheus is what the exposition is served as: text format
 // 0.0.4, which every Prometheus scrapes.
 var contentTypePrometheus = string(expfmt.NewFormat(expfmt.TypeTextPlain))

@@ -35,6 +35,12 @@
 //	                       /stats/prometheus (Envoy's stats and
 //	                       istio_requests_total, istio_request_duration_milliseconds);
 //	                       0: none
+//	--agent-port 15020     pilot-agent's status port on IP:PORT: /stats/prometheus
+//	                       (the same exposition: Istio's injector points
+//	                       prometheus.io/port here), /healthz/ready,
+//	                       POST /quitquitquit; 0: none
+//	--health-port 15021    the health port on IP:PORT, /healthz/ready (200 once
+//	                       LIVE: the injected container's readinessProbe); 0: none
 //	--inbound PORT=APP     (repeatable) listen on IP:PORT — where iptables would
 //	                       send the pod's callers, the endpoint port Pilot
 //	                       sends — and forward to the app at IP:APP (APP may
@@ -59,7 +65,7 @@
 //	--istio-version 1.31.0 ISTIO_VERSION in the node metadata
 //	--cluster-id Kubernetes CLUSTER_ID in the node metadata
 //
-// POST /quitquitquit on the admin API ends it at once, exit 0, as Envoy
+// POST /quitquitquit on the admin API (or the agent port) ends it at once, exit 0, as Envoy
 // (for Jobs: meshready run --quit-sidecar).
 //
 // Exit codes: 0 after the drain or /quitquitquit; 1 no config from Pilot within
@@ -107,6 +113,7 @@ type config struct {
 	istioVersion, clusterID                     string
 	labels, inbound                             listFlag
 	adminPort, statsPort, outboundPort          int
+	agentPort, healthPort                       int
 	drain, pilotTimeout                         time.Duration
 	labelMap                                    map[string]string
 	inbounds                                    []inbound
@@ -138,6 +145,8 @@ func parse(args []string, stderr io.Writer) (*config, error) {
 	fs.Var(&c.labels, "label", "KEY=VALUE, repeatable; wins over --labels-file")
 	fs.IntVar(&c.adminPort, "admin-port", 15000, "Envoy's admin API port")
 	fs.IntVar(&c.statsPort, "stats-port", 15090, "Envoy's prometheus listener port (0: none)")
+	fs.IntVar(&c.agentPort, "agent-port", 15020, "pilot-agent's status port: /stats/prometheus, /healthz/ready, /quitquitquit (0: none)")
+	fs.IntVar(&c.healthPort, "health-port", 15021, "the health port: /healthz/ready (0: none)")
 	fs.Var(&c.inbound, "inbound", "PORT=APPPORT or PORT=HOST:APPPORT, repeatable")
 	fs.IntVar(&c.outboundPort, "outbound-port", 15001, "the outbound listener's port (with --outbound-cluster)")
 	fs.StringVar(&c.outboundCluster, "outbound-cluster", "", "EDS cluster the outbound listener routes to")
@@ -227,7 +236,8 @@ func (c *config) check() error {
 		flag string
 		v    int
 		zero bool
-	}{{"--admin-port", c.adminPort, false}, {"--stats-port", c.statsPort, true}, {"--outbound-port", c.outboundPort, false}} {
+	}{{"--admin-port", c.adminPort, false}, {"--stats-port", c.statsPort, true}, {"--agent-port", c.agentPort, true},
+		{"--health-port", c.healthPort, true}, {"--outbound-port", c.outboundPort, false}} {
 		if p.v < 0 || p.v > 65535 || (p.v == 0 && !p.zero) {
 			return bad("%s must be a port, 1-65535, but got %d", p.flag, p.v)
 		}
@@ -357,6 +367,15 @@ func run(args []string, stderr io.Writer) int {
 	if c.statsPort != 0 {
 		if err := d.ServeStats(bind(c.statsPort)); err != nil {
 			logf("cannot start: prometheus listener: %v", err)
+			return 1
+		}
+	}
+	for _, port := range []int{c.agentPort, c.healthPort} {
+		if port == 0 {
+			continue
+		}
+		if err := d.ServeAgent(bind(port)); err != nil {
+			logf("cannot start: agent listener: %v", err)
 			return 1
 		}
 	}

@@ -182,7 +182,7 @@ func status(url string) int {
 // counts it in Istio's metrics on the stats port, and on SIGTERM keeps
 // serving for --drain, then exits 0.
 func TestBinary(t *testing.T) {
-	inPort, appPort, adminPort, statsPort := freePort(t), freePort(t), freePort(t), freePort(t)
+	inPort, appPort, adminPort, statsPort, agentPort, healthPort := freePort(t), freePort(t), freePort(t), freePort(t), freePort(t), freePort(t)
 	app := &http.Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(appPort)), Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(w, "hello")
 	})}
@@ -202,6 +202,7 @@ func TestBinary(t *testing.T) {
 	}
 	cmd := exec.Command(bin, "--pilot", ads.Addr, "--node-id", "sidecar~127.0.0.1~web-v3-58dd8b6b7-bq4zr.shop~shop.svc.cluster.local",
 		"--admin-port", strconv.Itoa(adminPort), "--stats-port", strconv.Itoa(statsPort),
+		"--agent-port", strconv.Itoa(agentPort), "--health-port", strconv.Itoa(healthPort),
 		"--inbound", fmt.Sprintf("%d=%d", inPort, appPort), "--labels-file", labels, "--drain", "700ms")
 	stderr := &lockedBuffer{ch: make(chan struct{}, 1)}
 	cmd.Stderr = stderr
@@ -219,6 +220,11 @@ func TestBinary(t *testing.T) {
 	admin := fmt.Sprintf("http://127.0.0.1:%d", adminPort)
 	in := fmt.Sprintf("http://127.0.0.1:%d/", inPort)
 	waitFor(t, "admin /ready 200 (LIVE)", 10*time.Second, func() bool { return status(admin+"/ready") == 200 })
+	for _, port := range []int{agentPort, healthPort} {
+		if code := status(fmt.Sprintf("http://127.0.0.1:%d/healthz/ready", port)); code != 200 {
+			t.Errorf(":%d/healthz/ready: %d once LIVE, want 200", port, code)
+		}
+	}
 	waitFor(t, "the inbound listener forwarding to the app", 5*time.Second, func() bool { return status(in) == 200 })
 	if code := status(in); code != 200 {
 		t.Fatalf("second request: %d", code)
@@ -255,28 +261,8 @@ func TestBinary(t *testing.T) {
 		t.Errorf("/server_info state %q", info.State)
 	}
 
-	resp, err = http.Get(fmt.Sprintf("http://127.0.0.1:%d/stats/prometheus", statsPort))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := expfmt.NewTextParser(model.LegacyValidation)
-	fams, err := p.TextToMetricFamilies(resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var got []string
-	for _, m := range fams["istio_requests_total"].GetMetric() {
-		l := map[string]string{}
-		for _, lp := range m.GetLabel() {
-			l[lp.GetName()] = lp.GetValue()
-		}
-		got = append(got, fmt.Sprintf("%s %s/%s %s %s %s %s %s %v", l["destination_workload"], l["destination_workload_namespace"],
-			l["destination_service"], l["destination_app"], l["destination_version"], l["request_protocol"], l["response_code"], l["response_flags"], m.GetCounter().GetValue()))
-	}
-	// waitFor's successful probe and the second request.
-	if want := "web-v3 shop/web.shop.svc.cluster.local web v3 http 200 - 2"; len(got) != 1 || got[0] != want {
-		t.Errorf("istio_requests_total on the stats port: %q, want [%q]", got, want)
+	for _, port := range []int{statsPort, agentPort} {
+		checkRequests(t, fmt.Sprintf("http://127.0.0.1:%d/stats/prometheus", port))
 	}
 
 	// SIGTERM: still serving during the drain, then exit 0.
@@ -307,12 +293,42 @@ func TestBinary(t *testing.T) {
 	}
 }
 
+// checkRequests scrapes url and wants the two inbound requests counted
+// with this pod's labels.
+func checkRequests(t *testing.T, url string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := expfmt.NewTextParser(model.LegacyValidation)
+	fams, err := p.TextToMetricFamilies(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, m := range fams["istio_requests_total"].GetMetric() {
+		l := map[string]string{}
+		for _, lp := range m.GetLabel() {
+			l[lp.GetName()] = lp.GetValue()
+		}
+		got = append(got, fmt.Sprintf("%s %s/%s %s %s %s %s %s %v", l["destination_workload"], l["destination_workload_namespace"],
+			l["destination_service"], l["destination_app"], l["destination_version"], l["request_protocol"], l["response_code"], l["response_flags"], m.GetCounter().GetValue()))
+	}
+	// waitFor's successful probe and the second request.
+	if want := "web-v3 shop/web.shop.svc.cluster.local web v3 http 200 - 2"; len(got) != 1 || got[0] != want {
+		t.Errorf("istio_requests_total at %s: %q, want [%q]", url, got, want)
+	}
+}
+
 // No Pilot: it keeps retrying, logs the error once, and exits 1 with one
 // clear line at --pilot-timeout.
 func TestNoPilot(t *testing.T) {
 	dead := freePort(t)
 	cmd := exec.Command(bin, "--pilot", fmt.Sprintf("127.0.0.1:%d", dead), "--ip", "127.0.0.1", "--pod", "p", "--namespace", "ns",
-		"--admin-port", strconv.Itoa(freePort(t)), "--stats-port", "0", "--inbound", fmt.Sprintf("%d=1", freePort(t)), "--pilot-timeout", "1500ms")
+		"--admin-port", strconv.Itoa(freePort(t)), "--stats-port", "0", "--agent-port", "0", "--health-port", "0",
+		"--inbound", fmt.Sprintf("%d=1", freePort(t)), "--pilot-timeout", "1500ms")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	began := time.Now()
@@ -347,7 +363,8 @@ func TestQuitQuitQuit(t *testing.T) {
 	t.Cleanup(ads.Stop)
 	adminPort := freePort(t)
 	cmd := exec.Command(bin, "--pilot", ads.Addr, "--ip", "127.0.0.1", "--pod", "job-x7k2p", "--namespace", "batch",
-		"--admin-port", strconv.Itoa(adminPort), "--stats-port", "0", "--inbound", fmt.Sprintf("%d=1", freePort(t)), "--drain", "1m")
+		"--admin-port", strconv.Itoa(adminPort), "--stats-port", "0", "--agent-port", "0", "--health-port", "0",
+		"--inbound", fmt.Sprintf("%d=1", freePort(t)), "--drain", "1m")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
