@@ -65,12 +65,16 @@
 //	--istio-version 1.31.0 ISTIO_VERSION in the node metadata
 //	--cluster-id Kubernetes CLUSTER_ID in the node metadata
 //
-// POST /quitquitquit on the admin API (or the agent port) ends it at once, exit 0, as Envoy
-// (for Jobs: meshready run --quit-sidecar).
+// POST /quitquitquit on the admin API (or the agent port) ends it at once
+// with 0, as Envoy (for Jobs: meshready run --quit-sidecar).
 //
-// Exit codes: 0 after the drain or /quitquitquit; 1 no config from Pilot within
-// --pilot-timeout, or a listener that cannot be bound; 2 a bad flag (one
-// line on stderr naming it). It logs one line per state change on stderr
+// The app must not hold IP:PORT of an --inbound itself (there is no
+// iptables to move callers off it): give it another port, or loopback
+// (--inbound 8080=127.0.0.1:8080 with the app on 127.0.0.1:8080).
+//
+// Exit codes: 0 after the drain or /quitquitquit; 1 no config from Pilot
+// within --pilot-timeout, or a listener that cannot be bound at start; 2 a
+// bad flag (one line on stderr naming it). It logs one line per state change on stderr
 // and dies with its parent (PR_SET_PDEATHSIG SIGKILL).
 package main
 
