@@ -4,7 +4,8 @@
 #
 #   kube-apiserver, kube-controller-manager, kube-scheduler, kubectl  k8s.io/kubernetes (tools/cluster/go.mod)
 #   pilot-discovery, pilot-agent                                      istio.io/istio at integration/go.mod's pin
-#   etcd, prometheus                                                  Debian's etcd-server and prometheus
+#   prometheus                                                        github.com/prometheus/prometheus (tools/prometheus/go.mod)
+#   etcd                                                              Debian's etcd-server
 #
 # Cache: $MESHREADY_CACHE (default ~/.cache/meshready)/bin/<name>-<version>-<go>.
 # Prints the directory holding current links to every binary as its last line
@@ -59,7 +60,6 @@ debian() {
 }
 
 debian etcd etcd-server /usr/bin/etcd
-debian prometheus prometheus /usr/bin/prometheus
 debian ip iproute2 /usr/sbin/ip
 debian unshare util-linux /usr/bin/unshare
 
@@ -72,6 +72,12 @@ done
 for c in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
 	build "$c" "$K8S" tools/cluster "k8s.io/kubernetes/cmd/$c" "$stamp"
 done
+# Prometheus from source: Debian's package leaves kubernetes_sd_configs out.
+PROM=$(awk '$1=="github.com/prometheus/prometheus" {print $2; exit}' tools/prometheus/go.mod)
+# Its module tags v0.3MM.P are Prometheus 3.MM.P.
+pv=${PROM#v0.}
+build prometheus "$PROM" tools/prometheus github.com/prometheus/prometheus/cmd/prometheus \
+	"-X github.com/prometheus/common/version.Version=3.$((${pv%%.*} - 300)).${pv#*.}"
 for c in pilot-discovery pilot-agent; do
 	build "$c" "$ISTIO" integration "istio.io/istio/pilot/cmd/$c"
 done

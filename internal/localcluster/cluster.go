@@ -76,6 +76,10 @@ type Options struct {
 	ScrapeInterval time.Duration
 	// IstiodEnv adds environment to istiod (e.g. PILOT_DEBOUNCE_AFTER).
 	IstiodEnv []string
+	// ControllerManagerArgs adds flags to kube-controller-manager, e.g.
+	// --endpointslice-updates-batch-period=1s: the EndpointSlice lag of a
+	// busy cluster, with the real controller doing the batching.
+	ControllerManagerArgs []string
 	// Logf narrates start and stop (nil: silent).
 	Logf func(format string, args ...any)
 }
@@ -312,14 +316,14 @@ func (c *Cluster) startControllerManager(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	p, err := c.run("kube-controller-manager", c.bin("kube-controller-manager"), []string{
+	p, err := c.run("kube-controller-manager", c.bin("kube-controller-manager"), append([]string{
 		"--kubeconfig=" + kc, "--authentication-kubeconfig=" + kc, "--authorization-kubeconfig=" + kc,
 		"--bind-address=127.0.0.1", "--secure-port=10257", "--leader-elect=false",
 		"--service-account-private-key-file=" + c.pki.SAKey, "--root-ca-file=" + c.pki.CAFile,
 		"--use-service-account-credentials=true",
 		"--cluster-signing-cert-file=" + c.pki.CAFile, "--cluster-signing-key-file=" + c.pki.CAKey,
 		"--controllers=*", "--v=1",
-	}, nil)
+	}, c.o.ControllerManagerArgs...), nil)
 	if err != nil {
 		return err
 	}

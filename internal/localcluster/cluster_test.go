@@ -29,6 +29,24 @@ func need(t *testing.T, o Options) {
 	}
 }
 
+// runDir is the cluster's directory for one test: removed when the test
+// passes, kept (and named) when it fails, so the components' logs survive.
+func runDir(t *testing.T) string {
+	t.Helper()
+	d, err := os.MkdirTemp("", "meshready-"+t.Name()+"-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("kept for the logs: %s", d)
+			return
+		}
+		_ = os.RemoveAll(d)
+	})
+	return d
+}
+
 func TestPodCIDRIsLocal(t *testing.T) {
 	t.Parallel()
 	ln, err := net.Listen("tcp", "10.244.7.9:0")
@@ -44,7 +62,7 @@ func TestPodCIDRIsLocal(t *testing.T) {
 }
 
 func TestAPIServerOnly(t *testing.T) {
-	o := Options{Dir: t.TempDir(), Logf: t.Logf}
+	o := Options{Dir: runDir(t), Logf: t.Logf}
 	need(t, o)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -67,7 +85,7 @@ func TestAPIServerOnly(t *testing.T) {
 }
 
 func TestWholeControlPlane(t *testing.T) {
-	o := Options{Dir: t.TempDir(), Controllers: true, Istio: true, Prometheus: true, Logf: t.Logf}
+	o := Options{Dir: runDir(t), Controllers: true, Istio: true, Prometheus: true, Logf: t.Logf}
 	need(t, o)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
