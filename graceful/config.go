@@ -43,6 +43,14 @@ type Activity struct {
 // drain is then DrainMin alone, as with a nil Activity.
 var ErrNoSidecar = errors.New("no sidecar")
 
+// ErrSidecarGone is what an Activity func returns (wrapped) when the
+// sidecar is provably gone — its admin port refuses connections — so
+// nothing can route to this pod any more: the reading counts as quiet.
+// Every other error (a timeout, a 5xx, a malformed answer) is no evidence
+// of quiet: the drain keeps going on the last known activity, up to
+// DrainMax.
+var ErrSidecarGone = errors.New("sidecar gone")
+
 // Phase is where Run is in the life of CMD. Each change is logged with the
 // time spent in the previous phase and reported through Config.OnPhase.
 type Phase string
@@ -120,8 +128,9 @@ type Config struct {
 	// logged and never delays the drain.
 	EnvoyDrain func(ctx context.Context) error
 	// Activity reads the sidecar's inbound traffic. nil means there is no
-	// sidecar: the drain is DrainMin only. An error is logged and read as
-	// Known=false.
+	// sidecar: the drain is DrainMin only. ErrNoSidecar and ErrSidecarGone
+	// have the meanings above; any other error is logged (once per run of
+	// failures) and leaves the drain on the last known activity.
 	Activity func(ctx context.Context) (Activity, error)
 	// QuitSidecar, when set (Jobs), is called once as Run returns, on every
 	// path once the config is valid — CMD exited, start timeout, CMD not

@@ -7,13 +7,14 @@ import "time"
 // unchanged. It reasons on the times of the readings, not on the clock, so
 // "quiet for 2s" means two readings 2s apart agree.
 //
-// A reading that is not Known (an error, or a sidecar with no inbound
-// stats) is no evidence of traffic and counts as quiet: when Envoy's admin
-// stops answering mid-drain, Envoy has exited and nothing more can arrive
-// through it; a pod without inbound listeners has nothing to drain. The
-// counter's baseline survives such readings, so a known reading after them
-// still sees any change. DrainMin is the floor that protects callers
-// regardless.
+// A reading that is not Known (a sidecar with no inbound stats, or one
+// whose admin port refuses connections: Envoy has exited and nothing more
+// can arrive through it) is no evidence of traffic and counts as quiet; a
+// pod without inbound listeners has nothing to drain. The counter's
+// baseline survives such readings, so a known reading after them still
+// sees any change. A failed read (timeout, 5xx, garbage) is not observed at
+// all: the stretch neither grows nor ends, so the drain goes on with what
+// was last known. DrainMin is the floor that protects callers regardless.
 type quietWatch struct {
 	haveTotal bool
 	lastTotal uint64

@@ -8,6 +8,7 @@ package graceful_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -265,5 +266,65 @@ func TestRunCMDExitsDuringDrain(t *testing.T) {
 	}
 	if len(ends) != 1 || ends[0] != graceful.DrainEndAppExited {
 		t.Errorf("drain ends %v, want [app-exited]", ends)
+	}
+}
+
+// An admin API that stops answering mid-drain is not quiet: only a sidecar
+// that is gone (connection refused) is. Before the fix, three failed reads
+// ended the drain why=quiet and CMD got SIGTERM with requests in flight.
+func TestRunDrainAdminFailingIsNotQuiet(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		err      error
+		wantWhy  graceful.DrainEnd
+		wantLog  string
+		minTook  time.Duration
+		maxTook  time.Duration
+		lastBusy bool
+	}{
+		{"timeout", context.DeadlineExceeded, graceful.DrainEndMax, "cannot read inbound activity", 900 * time.Millisecond, 3 * time.Second, true},
+		{"HTTP 503", errors.New("envoy admin GET /stats: HTTP 503 Service Unavailable"), graceful.DrainEndMax, "cannot read inbound activity", 900 * time.Millisecond, 3 * time.Second, true},
+		{"malformed", errors.New("malformed answer from Envoy"), graceful.DrainEndMax, "cannot read inbound activity", 900 * time.Millisecond, 3 * time.Second, false},
+		{"connection refused: sidecar gone", fmt.Errorf("%w: connection refused", graceful.ErrSidecarGone), graceful.DrainEndQuiet, "the sidecar is gone", 150 * time.Millisecond, 800 * time.Millisecond, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sigs := make(chan os.Signal, 1)
+			var mu sync.Mutex
+			reads := 0
+			var why graceful.DrainEnd
+			var took time.Duration
+			log, buf := logTo()
+			graceful.Run(context.Background(), graceful.Config{
+				Argv:     []string{"/bin/sleep", "30"},
+				DrainMin: 150 * time.Millisecond, DrainQuiet: 100 * time.Millisecond, DrainMax: time.Second, Grace: time.Second,
+				PollInterval: 20 * time.Millisecond,
+				Activity: func(context.Context) (graceful.Activity, error) {
+					mu.Lock()
+					defer mu.Unlock()
+					reads++
+					if reads == 1 { // the last known activity: a request in flight, or quiet
+						if tc.lastBusy {
+							return graceful.Activity{Active: 1, Total: 7, Known: true}, nil
+						}
+						return graceful.Activity{Total: 7, Known: true}, nil
+					}
+					return graceful.Activity{}, tc.err
+				},
+				OnPhase: func(p graceful.Phase) {
+					if p == graceful.PhaseRunning {
+						sigs <- syscall.SIGTERM
+					}
+				},
+				OnDrainEnd: func(d time.Duration, w graceful.DrainEnd) { why, took = w, d },
+				Signals:    sigs,
+				Logger:     log,
+			})
+			if why != tc.wantWhy || took < tc.minTook || took > tc.maxTook {
+				t.Errorf("drain ended why=%s after %s, want why=%s within [%s, %s]", why, took.Round(time.Millisecond), tc.wantWhy, tc.minTook, tc.maxTook)
+			}
+			if n := strings.Count(buf.String(), tc.wantLog); n != 1 {
+				t.Errorf("%q logged %d times, want once:\n%s", tc.wantLog, n, buf.String())
+			}
+		})
 	}
 }

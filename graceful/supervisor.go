@@ -85,6 +85,8 @@ type supervisor struct {
 	maxTimer    *time.Timer
 	unknownSaid bool
 	noSidecar   bool // Activity said ErrNoSidecar
+	failing     bool // the last Activity read failed (not ErrSidecarGone)
+	goneSaid    bool
 
 	graceTimer *time.Timer
 
@@ -370,13 +372,28 @@ func (s *supervisor) onReading(r reading) {
 		}
 		return
 	}
-	if !r.activity.Known && !s.unknownSaid {
-		s.unknownSaid = true
-		why := "the sidecar reports no inbound stats"
-		if r.err != nil {
-			why = r.err.Error()
+	switch {
+	case errors.Is(r.err, ErrSidecarGone):
+		if !s.goneSaid {
+			s.goneSaid = true
+			s.log.Info("the sidecar is gone ("+r.err.Error()+"): nothing can route here any more; counted as quiet, drain-min still holds", "drain_min", s.cfg.DrainMin)
 		}
-		s.log.Warn("inbound activity unknown ("+why+"): counted as quiet; drain-min still holds", "drain_min", s.cfg.DrainMin)
+		r.activity = Activity{}
+	case r.err != nil:
+		// A hung, failing or garbled admin API says nothing about traffic:
+		// keep draining on what was last known, up to drain-max.
+		if !s.failing {
+			s.failing = true
+			s.log.Warn("cannot read inbound activity; draining on the last known activity until it reads again or drain-max", "err", r.err.Error(), "drain_max", s.cfg.DrainMax)
+		}
+		return
+	case s.failing:
+		s.failing = false
+		s.log.Info("inbound activity readable again")
+	}
+	if !r.activity.Known && r.err == nil && !s.unknownSaid {
+		s.unknownSaid = true
+		s.log.Warn("inbound activity unknown (the sidecar reports no inbound stats): counted as quiet; drain-min still holds", "drain_min", s.cfg.DrainMin)
 	}
 	s.quiet.observe(r.activity, r.at)
 	s.checkQuiet()

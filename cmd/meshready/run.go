@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
 	"os"
 	"os/signal"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -150,12 +152,18 @@ func (a *agent) hasSidecar() bool {
 // requests in flight when Envoy reports them, else connections (Istio's
 // default stats inclusion keeps only downstream_cx_active); any total that
 // moves is new work; no sidecar or no inbound stats is "unknown", and the
-// drain then rests on --drain-min.
+// drain then rests on --drain-min. An admin port that refuses connections is
+// graceful.ErrSidecarGone (quiet); any other failure is passed on as is.
 func (a *agent) inboundActivity(ctx context.Context) (graceful.Activity, error) {
 	if !a.hasSidecar() {
 		return graceful.Activity{}, graceful.ErrNoSidecar
 	}
 	s, err := a.admin.InboundActivity(ctx)
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		// Envoy is gone: nothing can route here any more. Only this counts
+		// as quiet; a timeout, a 5xx or garbage keeps the drain going.
+		return graceful.Activity{}, fmt.Errorf("%w: %v", graceful.ErrSidecarGone, err)
+	}
 	if err != nil {
 		return graceful.Activity{}, err
 	}
