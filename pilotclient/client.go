@@ -354,8 +354,10 @@ type ConfigVersions struct {
 // of each kind it would push to the proxy now. Pilot regenerates the
 // proxy's whole config for this, so it is for startup only, and every
 // answer spaces the next request like a not-synced one: a call within the
-// backoff returns the last answer with Cached set. 404 (the proxy is not
-// connected to this Pilot replica) is ErrProxyNotFound.
+// backoff returns the last answer with Cached set. Pilot's own 404 (the
+// proxy is not connected to this Pilot replica) is ErrProxyNotFound; any
+// other 404 (debug endpoints off, ENABLE_DEBUG_ON_HTTP=false) is
+// ErrUnsupported, as on /debug/syncz.
 func (c *Client) ConfigDump(ctx context.Context, proxyID string) (ConfigVersions, error) {
 	id, err := ProxyIDFromNodeID(proxyID)
 	if err != nil {
@@ -374,7 +376,7 @@ func (c *Client) ConfigDump(ctx context.Context, proxyID string) (ConfigVersions
 				return err
 			})
 			if err != nil {
-				if e, ok := errors.AsType[*Error](err); ok && e.StatusCode == http.StatusNotFound {
+				if e, ok := errors.AsType[*Error](err); ok && e.StatusCode == http.StatusNotFound && e.kind == kindStatus {
 					c.Close()
 					return nil, c.notFound(SourceConfigDump, e.Target, id, e.detail)
 				}
@@ -478,6 +480,20 @@ func (c *Client) get(ctx context.Context, source, path, query string, read func(
 	case resp.StatusCode == http.StatusForbidden:
 		e.kind, e.Err = kindForbidden, ErrForbidden
 		e.detail = statusText(resp.StatusCode) + ": " + ErrForbidden.Error() + ": callers outside its namespace may read only config_dump, ndsz and edsz; use the xds source (grpcs://…:15012 with --pilot-token) or the next source"
+		return e
+	case resp.StatusCode == http.StatusNotFound:
+		// Pilot's own 404 names the proxy ("Proxy not connected to this
+		// Pilot instance"); any other — Go's "404 page not found" from an
+		// istiod with ENABLE_DEBUG_ON_HTTP=false, or a proxy's — means the
+		// endpoint is not served here: the next source decides.
+		said := snippet(body)
+		if strings.Contains(said, "not connected") {
+			e.kind, e.Err = kindStatus, ErrStatus
+			e.detail = statusText(resp.StatusCode) + said
+			return e
+		}
+		e.kind, e.Err = kindUnsupported, ErrUnsupported
+		e.detail = statusText(resp.StatusCode) + said + ": Pilot does not serve " + path + " here (debug endpoints off: ENABLE_DEBUG_ON_HTTP=false?); use the next source"
 		return e
 	case resp.StatusCode/100 != 2:
 		e.kind, e.Err = kindStatus, ErrStatus

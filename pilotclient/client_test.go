@@ -245,7 +245,8 @@ func TestSyncz_BadInput(t *testing.T) {
 			says: []string{"HTTP 503 Service Unavailable", `"no healthy upstream"`, "will back off"}},
 		{name: "500 with a page of text", h: serveStatus(500, strings.Repeat("boom\n", 1000)), is: ErrStatus,
 			says: []string{"HTTP 500", "boom boom"}},
-		{name: "404 (not Pilot)", h: serveStatus(404, "404 page not found"), is: ErrStatus, says: []string{"HTTP 404"}},
+		{name: "404: debug endpoints off (ENABLE_DEBUG_ON_HTTP=false)", h: serveStatus(404, "404 page not found"), is: ErrUnsupported,
+			says: []string{"HTTP 404", "does not serve /debug/syncz", "ENABLE_DEBUG_ON_HTTP=false", "next source"}},
 		{name: "garbage JSON", h: serveBytes([]byte(`{{{{ not json`)), is: ErrMalformed,
 			says: []string{"malformed syncz", "Pilot's debug address"}},
 		{name: "an object, not a list", h: serveBytes([]byte(`{"proxy":"app-1.default"}`)), is: ErrMalformed,
@@ -392,6 +393,14 @@ func TestConfigDump(t *testing.T) {
 	_, err = c.ConfigDump(context.Background(), acked131)
 	if !errors.Is(err, ErrProxyNotFound) || !strings.Contains(err.Error(), "Proxy not connected to this Pilot instance") {
 		t.Errorf("404: %v", err)
+	}
+	// istiod with ENABLE_DEBUG_ON_HTTP=false: Go's mux answers every
+	// /debug path 404; that is "not here, next source", not "no entry".
+	off := newPilot(t, serveStatus(404, "404 page not found\n"))
+	c = newClient(t, off.URL)
+	_, err = c.ConfigDump(context.Background(), acked131)
+	if !errors.Is(err, ErrUnsupported) || errors.Is(err, ErrProxyNotFound) || !strings.Contains(err.Error(), "ENABLE_DEBUG_ON_HTTP=false") {
+		t.Errorf("404 with debug off: %v", err)
 	}
 }
 

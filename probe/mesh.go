@@ -71,7 +71,14 @@ type meshState struct {
 	syncedAt time.Time
 	stale    time.Time // when Pilot first showed the proxy not synced after the first sync
 	refused  map[string]string
-	last     *pilotclient.ProxyStatus
+	// skipped lists, in order, the sources auto dropped for good (they
+	// cannot answer for this pod); the verdict names them and why.
+	skipped []string
+	// tokenMissing is set when a source was dropped because the Pilot token
+	// is missing or unreadable: Pilot was never asked, and `sync` must not
+	// pass on Envoy's word alone.
+	tokenMissing string
+	last         *pilotclient.ProxyStatus
 	// envoySeen is Envoy's side when Pilot was last asked: when it moves,
 	// Envoy accepted something and Pilot's answer is worth asking for at
 	// once rather than after the not-synced spacing.
@@ -199,9 +206,46 @@ func (m *meshState) next(src string, err error) bool {
 		return false
 	}
 	m.refused[src] = err.Error()
+	m.skipped = append(m.skipped, src)
 	m.sources = m.sources[1:]
-	m.o.Log.Info("sync source cannot answer for this pod; trying the next", "source", src, "next", m.sources[0], "why", err.Error())
+	switch {
+	case errors.Is(err, pilotclient.ErrToken):
+		// Loud, once: the operator asked for Pilot and it is not asked.
+		m.tokenMissing = err.Error()
+		m.o.Log.Warn("Pilot not asked: no usable token; mesh.synced falls back to the next source", "source", src, "next", m.sources[0], "why", err.Error())
+	case src == "agent":
+		// Absent on most installs (gone since Istio 1.25): not news.
+		m.o.Log.Debug("Istio's agent debug proxy (:15004) does not answer; trying the next source", "next", m.sources[0], "why", agentWhy(err))
+	default:
+		m.o.Log.Info("sync source cannot answer for this pod; trying the next", "source", src, "next", m.sources[0], "why", err.Error())
+	}
 	return true
+}
+
+// agentWhy is the agent proxy's failure without pilotclient's advice about
+// --pilot, which is not what was asked there.
+func agentWhy(err error) string {
+	var e *pilotclient.Error
+	if errors.As(err, &e) && errors.Is(err, pilotclient.ErrUnreachable) {
+		return "nothing listens on " + e.Target
+	}
+	return err.Error()
+}
+
+// skippedNote names the sources dropped before the one that decided, and
+// why ("" when none, or only the agent proxy, which most installs lack).
+func (m *meshState) skippedNote() string {
+	var parts []string
+	for _, src := range m.skipped {
+		if src == "agent" {
+			continue
+		}
+		parts = append(parts, src+" skipped: "+m.refused[src])
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return "; " + strings.Join(parts, "; ")
 }
 
 func (m *meshState) ask(ctx context.Context, src string, f envoyadmin.ReadinessFacts) (pilotclient.ProxyStatus, error) {
@@ -294,11 +338,15 @@ func (m *meshState) decide(st pilotclient.ProxyStatus, src string) Result {
 			m.o.Log.Info("mesh synced", "source", source, "proxy", st.ProxyID)
 		}
 		m.synced, m.syncedBy, m.syncedAt, m.stale = true, source, now, time.Time{}
-		return Result{Status: Pass, Source: source, Message: "SYNCED " + typeList(st, pilotclient.StateSynced) + " (source " + source + ")"}
+		r := Result{Status: Pass, Source: source, Message: "SYNCED " + typeList(st, pilotclient.StateSynced) + " (source " + source + m.skippedNote() + ")"}
+		if m.tokenMissing != "" {
+			r.Warning = "Pilot was not asked: " + m.tokenMissing
+		}
+		return r
 	}
 	why := notSyncedReason(st)
 	if !m.synced {
-		return Result{Status: Fail, Source: source, Message: "not synced: " + why + " (source " + source + ")"}
+		return Result{Status: Fail, Source: source, Message: "not synced: " + why + " (source " + source + m.skippedNote() + ")"}
 	}
 	// After the first sync (gate always): a rejected push is degraded, never
 	// unready; a push not acked is tolerated for --stale-after.
@@ -451,7 +499,7 @@ type SyncReport struct {
 	Status  Status    `json:"status"`
 	Reason  string    `json:"reason"`
 	Source  string    `json:"source"`
-	Rows    []SyncRow `json:"types"`
+	Rows    []SyncRow `json:"types"` // never nil: JSON shows [] rather than null
 }
 
 // Report asks the sources once, as the check does, and lays out the answer.
@@ -463,7 +511,17 @@ func (mesh *Mesh) Report(ctx context.Context) SyncReport {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	rep := SyncReport{ProxyID: m.proxyID, Synced: r.Status == Pass, Status: r.Status, Reason: r.Message, Source: r.Source}
+	rep := SyncReport{ProxyID: m.proxyID, Synced: r.Status == Pass, Status: r.Status, Reason: r.Message, Source: r.Source, Rows: []SyncRow{}}
+	if r.Status == Skip {
+		rep.Reason = "no proxy to compare: " + r.Message
+		return rep
+	}
+	if m.tokenMissing != "" {
+		// Envoy's own counters may pass; the operator asked for Pilot's word
+		// and did not get it.
+		rep.Synced = false
+		rep.Reason = "Pilot was not asked: " + m.tokenMissing + "; Envoy's own counters say: " + r.Message
+	}
 	if m.last == nil {
 		return rep
 	}

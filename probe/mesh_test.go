@@ -3,6 +3,11 @@ package probe
 import (
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -329,4 +334,69 @@ func TestMeshSyncedWaitsForEnvoyBeforeAskingPilot(t *testing.T) {
 	if n := p.Calls("syncz"); n != 1 {
 		t.Fatalf("a rejection is worth asking Pilot about (it names the error); asked %d times", n)
 	}
+}
+
+// istiod with ENABLE_DEBUG_ON_HTTP=false answers 404 on every /debug path:
+// auto moves on exactly as for 401/403, and the verdict names the source
+// that decided and why the others were skipped. Before, the 404 was a plain
+// error and mesh.synced stayed "not ready" for good.
+func TestMeshSyncedAutoFallsThrough404(t *testing.T) {
+	t.Parallel()
+	off := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.NotFound(w, r) // Go's mux: "404 page not found"
+	}))
+	defer off.Close()
+	c, err := pilotclient.New(off.URL, pilotclient.WithToken(""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fx := newMeshFixture(t, MeshOptions{Pilot: c, PilotScheme: "http", Source: SourceAuto, Gate: GateStartup, ProxyID: "app-1.default"})
+	r := fx.synced(t)
+	want(t, "both debug endpoints off", r, Pass, "local", "SYNCED CDS, LDS (source local; syncz skipped: ")
+	for _, s := range []string{"configdump skipped: ", "HTTP 404", "ENABLE_DEBUG_ON_HTTP=false"} {
+		if !strings.Contains(r.Message, s) {
+			t.Errorf("%q does not say %q", r.Message, s)
+		}
+	}
+}
+
+// A missing token for grpcs:// is loud: a WARN once, and the result says
+// Pilot was not asked (before: a quiet "SYNCED (source local)").
+func TestMeshSyncedTokenMissingIsLoud(t *testing.T) {
+	t.Parallel()
+	c, err := pilotclient.New("grpcs://127.0.0.1:1", pilotclient.WithToken(filepath.Join(t.TempDir(), "istio-token")), pilotclient.WithInsecureSkipVerify())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs strings.Builder
+	var mu sync.Mutex
+	log := slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil))
+	fx := newMeshFixture(t, MeshOptions{Pilot: c, PilotScheme: "grpcs", Source: SourceAuto, Gate: GateAlways, ProxyID: "app-1.default", Log: log})
+	for range 3 {
+		r := fx.synced(t)
+		if !strings.Contains(r.Message, "xds skipped: ") || !strings.Contains(r.Warning, "Pilot was not asked") || !strings.Contains(r.Warning, "istio-token") {
+			t.Fatalf("result %+v does not say Pilot was not asked and why", r)
+		}
+		fx.advance(pilotRecheck)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if n := strings.Count(logs.String(), "level=WARN msg=\"Pilot not asked: no usable token"); n != 1 {
+		t.Fatalf("warned %d times, want once:\n%s", n, logs.String())
+	}
+	rep := fx.mesh.Report(context.Background())
+	if rep.Synced || !strings.Contains(rep.Reason, "Pilot was not asked") {
+		t.Fatalf("sync report %+v: want not synced, saying Pilot was not asked", rep)
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }

@@ -4,8 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/meshready/meshready/probe"
 )
 
 // SyncCmd is `meshready sync`: istioctl proxy-status for one pod, with no
@@ -28,6 +31,9 @@ func (c *SyncCmd) Run(env *Env) error {
 	if c.Output == "json" {
 		b, _ := json.Marshal(rep)
 		fmt.Fprintf(env.Stdout, "%s\n", b)
+	} else if rep.Status == probe.Skip {
+		// No sidecar: nothing to compare, and an empty table would say less.
+		fmt.Fprintln(env.Stdout, rep.Reason)
 	} else {
 		if rep.ProxyID != "" {
 			fmt.Fprintf(env.Stdout, "proxy: %s\n", rep.ProxyID)
@@ -38,11 +44,12 @@ func (c *SyncCmd) Run(env *Env) error {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Type, r.EnvoyVersion, r.PilotSent, r.PilotAcked, r.State, r.Age, r.Source)
 		}
 		tw.Flush()
-		verdict := "synced"
-		if !rep.Synced {
-			verdict = "not synced"
+		// The reason may already say "not synced: …"; say it once.
+		if rep.Synced {
+			fmt.Fprintf(env.Stdout, "synced: %s\n", rep.Reason)
+		} else {
+			fmt.Fprintf(env.Stdout, "not synced: %s\n", strings.TrimPrefix(rep.Reason, "not synced: "))
 		}
-		fmt.Fprintf(env.Stdout, "%s: %s\n", verdict, rep.Reason)
 	}
 	if !rep.Synced {
 		return codeError(exitNotReady)
