@@ -8,7 +8,8 @@
 // prometheus listener with Istio's standard metrics.
 //
 // Usage (every flag also reads SIDECAR_STANDIN_<FLAG_IN_UPPER_SNAKE> from
-// the environment; a flag given on the command line wins):
+// the environment, comma-separated for the repeatable ones; a flag given
+// on the command line wins — for a repeatable one, adds):
 //
 //	sidecar-standin --pilot HOST:15010 --ip POD_IP --inbound 8080=18080 [flags]
 //
@@ -41,7 +42,8 @@
 //	                       POST /quitquitquit; 0: none
 //	--health-port 15021    the health port on IP:PORT, /healthz/ready (200 once
 //	                       LIVE: the injected container's readinessProbe); 0: none
-//	--inbound PORT=APP     (repeatable) listen on IP:PORT — where iptables would
+//	--inbound PORT=APP     (repeatable; none for a pod without ports, e.g. a
+//	                       Job's) listen on IP:PORT — where iptables would
 //	                       send the pod's callers, the endpoint port Pilot
 //	                       sends — and forward to the app at IP:APP (APP may
 //	                       be HOST:PORT, e.g. 127.0.0.1:8080). Opened once the
@@ -245,9 +247,6 @@ func (c *config) check() error {
 		if p.v < 0 || p.v > 65535 || (p.v == 0 && !p.zero) {
 			return bad("%s must be a port, 1-65535, but got %d", p.flag, p.v)
 		}
-	}
-	if len(c.inbound) == 0 {
-		return bad("--inbound PORT=APPPORT is required (at least one)")
 	}
 	for _, v := range c.inbound {
 		in, err := parseInbound(v, c.ip)

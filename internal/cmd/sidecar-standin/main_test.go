@@ -91,7 +91,6 @@ func TestBadFlags(t *testing.T) {
 		{replace(ok, "--inbound", "8080"), nil, "--inbound must be PORT=APPPORT"},
 		{replace(ok, "--inbound", "x=1"), nil, "--inbound must be PORT=APPPORT"},
 		{replace(ok, "--inbound", "8080=70000"), nil, "app port must be"},
-		{ok[:8], nil, "--inbound PORT=APPPORT is required"},
 		{append(ok, "--admin-port", "0"), nil, "--admin-port must be a port"},
 		{append(ok, "--node-id", "router~1.2.3.4~p.ns~ns.svc.cluster.local"), nil, "--node-id"},
 		{append(ok, "--node-id", "sidecar~10.0.0.9~p.ns~ns.svc.cluster.local"), nil, "disagrees with --ip"},
@@ -101,6 +100,7 @@ func TestBadFlags(t *testing.T) {
 		{append(ok, "--bogus"), nil, "-bogus"},
 		{ok, []string{"SIDECAR_STANDIN_STATS_PORT=many"}, "SIDECAR_STANDIN_STATS_PORT"},
 		{ok[2:], []string{"SIDECAR_STANDIN_PILOT=nohostport"}, "--pilot must be HOST:PORT"},
+		{ok, []string{"SIDECAR_STANDIN_INBOUND=9090=19090,bad"}, "--inbound must be PORT=APPPORT"},
 	} {
 		cmd := exec.Command(bin, c.args...)
 		cmd.Env = append(os.Environ(), c.env...)
@@ -203,7 +203,9 @@ func TestBinary(t *testing.T) {
 	cmd := exec.Command(bin, "--pilot", ads.Addr, "--node-id", "sidecar~127.0.0.1~web-v3-58dd8b6b7-bq4zr.shop~shop.svc.cluster.local",
 		"--admin-port", strconv.Itoa(adminPort), "--stats-port", strconv.Itoa(statsPort),
 		"--agent-port", strconv.Itoa(agentPort), "--health-port", strconv.Itoa(healthPort),
-		"--inbound", fmt.Sprintf("%d=%d", inPort, appPort), "--labels-file", labels, "--drain", "700ms")
+		"--labels-file", labels, "--drain", "700ms")
+	// The environment works as the flags do.
+	cmd.Env = append(os.Environ(), fmt.Sprintf("SIDECAR_STANDIN_INBOUND=%d=%d", inPort, appPort))
 	stderr := &lockedBuffer{ch: make(chan struct{}, 1)}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
@@ -364,7 +366,7 @@ func TestQuitQuitQuit(t *testing.T) {
 	adminPort := freePort(t)
 	cmd := exec.Command(bin, "--pilot", ads.Addr, "--ip", "127.0.0.1", "--pod", "job-x7k2p", "--namespace", "batch",
 		"--admin-port", strconv.Itoa(adminPort), "--stats-port", "0", "--agent-port", "0", "--health-port", "0",
-		"--inbound", fmt.Sprintf("%d=1", freePort(t)), "--drain", "1m")
+		"--drain", "1m") // a Job's pod: no ports, no --inbound
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
