@@ -4,16 +4,35 @@ VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev
 COMMIT   ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 LDFLAGS  := -s -w -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 BIN      := bin/meshready
+RELEASE_BIN := bin/meshrelease
 FUZZTIME ?= 10s
 # Packages with fuzz targets; `make fuzz` runs each target for $(FUZZTIME).
-FUZZ_PKGS := ./envoyadmin ./probe ./pilotclient
+FUZZ_PKGS := ./envoyadmin ./probe ./pilotclient ./lint
 
-.PHONY: all build test deps fmt-check vet unit bench fuzz run clean size loadtest integration demo cluster-bins
+.PHONY: all build build-meshrelease lint-examples agent-deps test deps fmt-check vet unit bench fuzz run clean size loadtest integration demo cluster-bins
 
 all: build
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=false -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/meshready
+
+# The release CLI (DESIGN.md part two): its own binary, so the agent's stays
+# small (Kubernetes and Istio types are linked here only).
+build-meshrelease:
+	CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=false -ldflags "$(LDFLAGS)" -o $(RELEASE_BIN) ./cmd/meshrelease
+
+# The onboarding lint on the repo's own Kubernetes examples: what a team
+# copies must pass (CI runs it after make test).
+lint-examples: agent-deps build-meshrelease
+	$(RELEASE_BIN) lint -f images/k8s
+
+# bin/meshready links no Kubernetes or Istio package (meshrelease does; a
+# stray import would more than double the agent). Also a test in
+# cmd/meshrelease.
+agent-deps:
+	@bad=$$($(GO) list -deps ./cmd/meshready | grep -E '^(k8s\.io|istio\.io|sigs\.k8s\.io)/' || true); \
+	if [ -n "$$bad" ]; then echo "cmd/meshready links Kubernetes/Istio packages:"; echo "$$bad" | head; exit 1; fi; \
+	echo "cmd/meshready links no k8s.io, sigs.k8s.io or istio.io package"
 
 # What the tests need from Debian: unshare (util-linux) for the PID-1 tests,
 # ps (procps). Installed only when missing, and only when we are root.

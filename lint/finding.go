@@ -46,8 +46,8 @@ type Finding struct {
 	Code    string `json:"code"`
 	Object  string `json:"object"` // Kind/namespace/name
 	Kind    string `json:"kind"`
-	Name    string `json:"name"`
 	NS      string `json:"namespace"`
+	Name    string `json:"name"`
 	Field   string `json:"field"` // path in the object, e.g. spec.ports[0].name
 	Message string `json:"message"`
 	// PeerCodes are the Istio analyzer / Kiali validation codes that cover

@@ -51,10 +51,40 @@ func Load(paths []string, stdin io.Reader) (*Set, error) {
 			errs = append(errs, decodeFile(f, data, set)...)
 		}
 	}
+	errs = append(errs, set.duplicates()...)
 	if len(errs) > 0 {
 		return set, errs
 	}
 	return set, nil
+}
+
+// duplicates are objects given twice (same kind, namespace and name): the
+// cluster would keep one, so rules across objects would judge a set that
+// can never exist. Usually two overlays linted together, or a copy left
+// behind.
+func (s *Set) duplicates() InputErrors {
+	var errs InputErrors
+	first := map[string]Object{}
+	see := func(o Object) {
+		if f, dup := first[o.Ref()]; dup {
+			errs = append(errs, &InputError{File: o.File, Line: o.Line, Msg: fmt.Sprintf("%s is given twice (first at %s:%d): the cluster keeps one; lint each variant on its own", o.Ref(), f.File, f.Line)})
+			return
+		}
+		first[o.Ref()] = o
+	}
+	for _, o := range s.Services {
+		see(o.Obj)
+	}
+	for _, o := range s.Deployments {
+		see(o.Obj)
+	}
+	for _, o := range s.DestinationRules {
+		see(o.Obj)
+	}
+	for _, o := range s.VirtualServices {
+		see(o.Obj)
+	}
+	return errs
 }
 
 func decodeFile(name string, data []byte, set *Set) InputErrors {
