@@ -79,10 +79,15 @@ type mesh struct {
 // HTTP app, a gRPC app and a port where no app listens.
 func startMesh(t *testing.T) mesh {
 	t.Helper()
+	httpIn, grpcIn, deadIn, deadApp := freePort(t), freePort(t), freePort(t), freePort(t)
 	httpL, httpApp := listen(t)
 	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/ok":
+			if r.Host != addr(httpIn) {
+				http.Error(w, "Host "+r.Host+", want the caller's "+addr(httpIn), http.StatusBadRequest)
+				return
+			}
 			fmt.Fprintln(w, "ok")
 		case "/slow":
 			time.Sleep(30 * time.Millisecond)
@@ -102,7 +107,6 @@ func startMesh(t *testing.T) mesh {
 	go func() { _ = gs.Serve(grpcL) }()
 	t.Cleanup(gs.Stop)
 
-	httpIn, grpcIn, deadIn, deadApp := freePort(t), freePort(t), freePort(t), freePort(t)
 	ads, err := adstest.Start("2026-12-02T08:00:00Z/1", map[string][]proto.Message{
 		sidecarstandin.TypeCDS: {
 			adstest.InboundCluster(httpIn, adstest.Service{Host: "web.shop.svc.cluster.local", Name: "web", Namespace: "shop"}),

@@ -280,7 +280,9 @@ func (p *pickTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	r2 := r.Clone(r.Context())
-	r2.URL.Scheme, r2.URL.Host, r2.Host = u.Scheme, u.Host, u.Host
+	// The caller's Host / :authority goes through unchanged, as Envoy
+	// forwards it.
+	r2.URL.Scheme, r2.URL.Host = u.Scheme, u.Host
 	if r.ProtoMajor == 2 {
 		return p.h2.RoundTrip(r2)
 	}
