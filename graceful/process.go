@@ -98,6 +98,13 @@ func signalGroup(pid int, sig syscall.Signal) error {
 	return syscall.Kill(-pid, sig)
 }
 
+// groupAlive reports whether any process is left in process group pgid
+// (zombies not yet reaped count).
+func groupAlive(pgid int) bool {
+	err := syscall.Kill(-pgid, 0)
+	return err == nil || errors.Is(err, syscall.EPERM)
+}
+
 // exitCode is the code a shell would report for a wait status: the exit
 // status, or 128+n when the process died of signal n.
 func exitCode(ws syscall.WaitStatus) int {

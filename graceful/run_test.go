@@ -328,3 +328,57 @@ func TestRunDrainAdminFailingIsNotQuiet(t *testing.T) {
 		})
 	}
 }
+
+// When meshready is not PID 1 (a shared PID namespace, or run by hand),
+// nothing else stops what CMD left running in its process group: after CMD
+// exits, the group gets SIGTERM, then SIGKILL after Grace, and only then
+// does Run return CMD's code. Before, Run returned at once and the
+// leftovers outlived the wrapper.
+func TestRunStopsCMDsLeftovers(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		script  string
+		minTook time.Duration
+	}{
+		// CMD exits only once its leftover has written its pid (after its
+		// trap is set), so the test never races the leftover's start.
+		{"leftover stops on SIGTERM", `sh -c 'echo $$ > "$PIDFILE"; exec sleep 30' & while [ ! -s "$PIDFILE" ]; do sleep 0.01; done; exit 3`, 0},
+		{"leftover ignores SIGTERM: SIGKILL after grace", `sh -c 'trap "" TERM; echo $$ > "$PIDFILE"; exec sleep 30' & while [ ! -s "$PIDFILE" ]; do sleep 0.01; done; exit 3`, 300 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pidfile := filepath.Join(t.TempDir(), "pid")
+			t.Setenv("PIDFILE", pidfile)
+			log, buf := logTo()
+			start := time.Now()
+			code := graceful.Run(context.Background(), graceful.Config{
+				Argv:    []string{"/bin/sh", "-c", tc.script},
+				Grace:   300 * time.Millisecond,
+				Signals: make(chan os.Signal),
+				Logger:  log,
+			})
+			took := time.Since(start)
+			if code != 3 {
+				t.Errorf("exit code %d, want CMD's 3", code)
+			}
+			b, err := os.ReadFile(pidfile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var pid int
+			fmt.Sscan(string(b), &pid)
+			if pid <= 0 {
+				t.Fatalf("no leftover pid in %q", b)
+			}
+			if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
+				syscall.Kill(pid, syscall.SIGKILL)
+				t.Fatalf("leftover %d still there after Run returned (kill 0: %v)\n%s", pid, err, buf.String())
+			}
+			if took < tc.minTook || took > tc.minTook+3*time.Second {
+				t.Errorf("Run took %s, want about %s", took.Round(time.Millisecond), tc.minTook)
+			}
+			if !strings.Contains(buf.String(), "processes of its group remain") {
+				t.Errorf("not logged:\n%s", buf.String())
+			}
+		})
+	}
+}

@@ -6,6 +6,11 @@
 // It knows processes and signals only. What "the sidecar can route", "turn
 // unready" and "inbound is quiet" mean comes in as funcs in Config.
 //
+// When CMD exits, whatever remains of its process group gets SIGTERM, then
+// SIGKILL after Grace, before Run returns CMD's code: as PID 1 the kernel
+// would end them with us, but in a shared PID namespace or run by hand
+// nothing else would.
+//
 // Every signal's fate is decided in one place, Run's loop (onSignal):
 //
 //	SIGCHLD          reap every exited child (CMD and re-parented orphans)
@@ -90,6 +95,16 @@ type supervisor struct {
 
 	graceTimer *time.Timer
 
+	// After CMD exits, what remains of its process group (a background
+	// child it left) gets SIGTERM, then SIGKILL after Grace, before Run
+	// returns CMD's code: when we are not PID 1, nothing else would stop it.
+	leftovers   bool
+	leftCode    int
+	leftKilled  bool
+	leftTimer   *time.Timer
+	leftPoll    *time.Ticker
+	leftStarted time.Time
+
 	code int
 	done bool
 }
@@ -156,6 +171,10 @@ func (s *supervisor) run(ctx context.Context) int {
 			s.endDrain(DrainEndMax)
 		case <-timerC(s.graceTimer):
 			s.kill()
+		case <-tickerC(s.leftPoll):
+			s.checkLeftovers()
+		case <-timerC(s.leftTimer):
+			s.onLeftoverTimer()
 		case <-ctxDone:
 			ctxDone = nil
 			s.log.Info("context cancelled: acting as SIGTERM")
@@ -226,6 +245,10 @@ func (s *supervisor) reap() {
 	ws, cmdDone := reapAll(s.pid, func(pid int, ws syscall.WaitStatus) {
 		s.log.Debug("reaped orphan", "pid", pid, "code", exitCode(ws))
 	})
+	if s.leftovers {
+		s.checkLeftovers()
+		return
+	}
 	if !cmdDone {
 		return
 	}
@@ -233,8 +256,59 @@ func (s *supervisor) reap() {
 	if s.phase == PhaseDraining {
 		s.endDrain(DrainEndAppExited)
 	}
+	stopTimer(&s.graceTimer)
 	s.log.Info("CMD exited", "pid", s.pid, "code", code, "status", describe(ws), "phase", s.phase)
+	if groupAlive(s.pid) {
+		s.startLeftovers(code)
+		return
+	}
 	s.finish(code)
+}
+
+// startLeftovers stops what remains of CMD's process group: SIGTERM now,
+// SIGKILL after Grace; Run returns CMD's code once the group is empty.
+func (s *supervisor) startLeftovers(code int) {
+	s.leftovers, s.leftCode, s.leftStarted = true, code, time.Now()
+	s.log.Warn("CMD exited but processes of its group remain: SIGTERM to the group, SIGKILL after grace", "pgid", s.pid, "grace", s.cfg.Grace)
+	_ = syscall.Kill(-s.pid, syscall.SIGTERM)
+	s.leftTimer = time.NewTimer(s.cfg.Grace)
+	// Leftovers are our children when we are PID 1 or a subreaper (their
+	// exit is a SIGCHLD); the poll covers the case where we are neither.
+	s.leftPoll = time.NewTicker(50 * time.Millisecond)
+}
+
+func (s *supervisor) checkLeftovers() {
+	if !s.leftovers || groupAlive(s.pid) {
+		return
+	}
+	s.log.Info("CMD's process group is empty", "took", time.Since(s.leftStarted).Round(time.Millisecond))
+	s.stopLeftovers()
+	s.finish(s.leftCode)
+}
+
+func (s *supervisor) onLeftoverTimer() {
+	s.leftTimer = nil
+	if s.leftKilled {
+		// SIGKILL cannot be ignored; what is still there is a zombie whose
+		// parent is not us. Do not wait on it.
+		s.log.Warn("CMD's process group still not empty after SIGKILL; exiting anyway", "pgid", s.pid)
+		s.stopLeftovers()
+		s.finish(s.leftCode)
+		return
+	}
+	s.leftKilled = true
+	s.log.Warn("processes of CMD's group still running after grace: SIGKILL sent to the group", "pgid", s.pid, "grace", s.cfg.Grace)
+	_ = syscall.Kill(-s.pid, syscall.SIGKILL)
+	s.leftTimer = time.NewTimer(time.Second)
+}
+
+func (s *supervisor) stopLeftovers() {
+	s.leftovers = false
+	stopTimer(&s.leftTimer)
+	if s.leftPoll != nil {
+		s.leftPoll.Stop()
+		s.leftPoll = nil
+	}
 }
 
 func (s *supervisor) startHold(ctx context.Context) {
@@ -464,6 +538,7 @@ func (s *supervisor) cleanup() {
 	s.stopHold()
 	s.stopDrain()
 	stopTimer(&s.graceTimer)
+	s.stopLeftovers()
 }
 
 // enter records a phase change: one log line with the time spent in the
@@ -496,6 +571,13 @@ func (s *supervisor) quitSidecar() {
 }
 
 func timerC(t *time.Timer) <-chan time.Time {
+	if t == nil {
+		return nil
+	}
+	return t.C
+}
+
+func tickerC(t *time.Ticker) <-chan time.Time {
 	if t == nil {
 		return nil
 	}
