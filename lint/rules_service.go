@@ -61,6 +61,8 @@ func hasSelector(svc *Service) bool {
 
 // MR103. Only judged when the input has Deployments in the Service's
 // namespace: linting a Service alone says nothing about its pods.
+// (Workloads of other kinds are not decoded offline, so a Service over a
+// StatefulSet's pods is judged by them only in --namespace mode.)
 func checkServiceSelectsDeployment(s *Set, _ Options, emit emitter) {
 	for _, svc := range s.Services {
 		deps := s.deploymentsIn(svc.Obj.Namespace)
@@ -70,6 +72,11 @@ func checkServiceSelectsDeployment(s *Set, _ Options, emit emitter) {
 		matched := false
 		for _, d := range deps {
 			matched = matched || selects(svc.Spec.Selector, d.PodLabels())
+		}
+		// Live, a Service over a StatefulSet's or a Job's pods is fine too:
+		// what counts is that it has pods.
+		for _, p := range s.Pods {
+			matched = matched || (s.PodsKnown && p.Namespace == svc.Obj.Namespace && selects(svc.Spec.Selector, p.Labels))
 		}
 		if matched {
 			continue

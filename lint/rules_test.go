@@ -10,6 +10,7 @@ import (
 
 	yaml "go.yaml.in/yaml/v3"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
 // loadFile lints one testdata file; an input error fails the test.
@@ -212,6 +213,23 @@ func TestRoutedSubsetPods(t *testing.T) {
 				t.Errorf("MR133 found=%v, want %v:\n%s", got, c.finds, tableOf(t, r))
 			}
 		})
+	}
+}
+
+// MR103 live: a Service whose pods come from no Deployment (a StatefulSet's)
+// is not "selecting nothing" once the pods are known.
+func TestServiceOverOtherPodsLive(t *testing.T) {
+	t.Parallel()
+	for _, live := range []bool{false, true} {
+		set, err := Load([]string{filepath.Join("testdata", "rules", "MR103", "bad.yaml")}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		set.PodsKnown = live
+		set.Pods = []*corev1.Pod{{ObjectMeta: metav1.ObjectMeta{Name: "carts-0", Namespace: "shop", Labels: map[string]string{"app": "carts"}}}}
+		if got := slices.Contains(Check(set, DefaultOptions()).Codes(), "MR103"); got == live {
+			t.Errorf("pods known %v: MR103 found %v", live, got)
+		}
 	}
 }
 

@@ -3,11 +3,15 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/meshready/meshready/lint"
@@ -191,5 +195,61 @@ func TestAgentLinksNoKubernetesOrIstio(t *testing.T) {
 	}
 	if !strings.Contains(string(out), "github.com/alecthomas/kong") {
 		t.Errorf("go list -deps looks wrong (no kong):\n%.500s", out)
+	}
+}
+
+// --namespace through the command line: kubeconfig, one list per kind, the
+// rules, the exit code; an API server that refuses is exit 2.
+func TestLintNamespace(t *testing.T) {
+	t.Parallel()
+	service := `{"metadata":{"name":"cart","namespace":"shop"},"spec":{"selector":{"app":"cart"},"ports":[{"name":"web","port":80}]}}`
+	var mu sync.Mutex
+	var paths []string
+	// TLS: clientcmd sends a kubeconfig's credentials over TLS only.
+	api := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		paths = append(paths, r.URL.Path)
+		mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		if r.Header.Get("Authorization") != "Bearer t0ken" {
+			w.WriteHeader(http.StatusUnauthorized)
+			_, _ = w.Write([]byte(`{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"Unauthorized","code":401,"message":"Unauthorized"}`))
+			return
+		}
+		parts := strings.Split(strings.Trim(r.URL.Path, "/"), "/")
+		resource := parts[len(parts)-1]
+		items := "[]"
+		if resource == "services" {
+			items = "[" + service + "]"
+		}
+		kind := map[string]string{"services": "ServiceList", "deployments": "DeploymentList", "pods": "PodList", "destinationrules": "DestinationRuleList", "virtualservices": "VirtualServiceList"}[resource]
+		fmt.Fprintf(w, `{"kind":%q,"apiVersion":%q,"metadata":{},"items":%s}`, kind, strings.Join(parts[1:len(parts)-3], "/"), items)
+	}))
+	defer api.Close()
+	dir := t.TempDir()
+	kubeconfig := func(name, token string) string {
+		p := filepath.Join(dir, name)
+		text := fmt.Sprintf("apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: %q, insecure-skip-tls-verify: true}}]\nusers: [{name: u, user: {token: %s}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n", api.URL, token)
+		if err := os.WriteFile(p, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	r := runCLI("", "lint", "-n", "shop", "--kubeconfig", kubeconfig("good", "t0ken"), "-o", "json")
+	var doc lint.JSONReport
+	if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil || r.code != exitFindings {
+		t.Fatalf("exit %d (%v): %s %s", r.code, err, r.stdout, r.stderr)
+	}
+	if len(doc.Findings) != 1 || doc.Findings[0].Object != "Service/shop/cart" || doc.Findings[0].Code != "MR101" || doc.Findings[0].File != "" {
+		t.Errorf("findings %+v", doc.Findings)
+	}
+	mu.Lock()
+	if len(paths) != 5 {
+		t.Errorf("%d requests, want one list per kind: %v", len(paths), paths)
+	}
+	mu.Unlock()
+	r = runCLI("", "lint", "-n", "shop", "--kubeconfig", kubeconfig("bad", "wrong"))
+	if r.code != exitBadInput || !strings.Contains(r.stderr, "list services in namespace shop") || strings.Contains(r.stderr, "t0ken") {
+		t.Errorf("refused: exit %d, stderr %q", r.code, r.stderr)
 	}
 }
