@@ -52,9 +52,10 @@ type Finding struct {
 	Message string `json:"message"`
 	// PeerCodes are the Istio analyzer / Kiali validation codes that cover
 	// the same ground (IST0118, KIA0601…), to look the finding up there.
-	PeerCodes []string `json:"peer_codes,omitempty"`
-	File      string   `json:"file,omitempty"` // manifests only
-	Line      int      `json:"line,omitempty"`
+	PeerCodes []string `json:"peer_codes"` // [] when none
+	File      string   `json:"file"`       // "" for live objects
+	Line      int      `json:"line"`       // 0 for live objects
+
 }
 
 // sortFindings orders findings for people: errors first, then by object,

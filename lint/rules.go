@@ -36,6 +36,7 @@ var Rules = []Rule{
 	{Code: "MR122", Level: Error, Title: "terminationGracePeriodSeconds ≥ the agent's drain-max + grace", check: checkTerminationGrace},
 	{Code: "MR123", Level: Error, Title: "MESHREADY_* environment values the agent accepts", check: checkAgentEnv},
 	{Code: "MR124", Level: Error, Title: "no command: on the agent's container (it replaces the ENTRYPOINT meshready run --; use args)", check: checkCommand},
+	{Code: "MR125", Level: Warning, Title: "MESHREADY_TERMINATION_GRACE equal to terminationGracePeriodSeconds", check: checkTerminationGraceEnv},
 	{Code: "MR130", Level: Warning, PeerCodes: []string{"IST0173"}, Title: "DestinationRule subset selects a Deployment's pods", check: checkSubsetsSelectDeployments},
 	{Code: "MR131", Level: Error, PeerCodes: []string{"IST0101", "KIA1107"}, Title: "VirtualService routes only to subsets its host's DestinationRule defines", check: checkRouteSubsetsDefined},
 	{Code: "MR132", Level: Warning, PeerCodes: []string{"IST0101"}, Title: "a DestinationRule for every host a VirtualService routes to by subset", check: checkRouteHostHasDestinationRule},
@@ -73,8 +74,12 @@ func Check(s *Set, opts Options) *Report {
 			continue
 		}
 		rule.check(s, opts, func(o Object, field, format string, args ...any) {
+			peers := rule.PeerCodes
+			if peers == nil {
+				peers = []string{} // JSON: [], never null
+			}
 			f := Finding{
-				Level: rule.Level, Code: rule.Code, PeerCodes: rule.PeerCodes,
+				Level: rule.Level, Code: rule.Code, PeerCodes: peers,
 				Object: o.Ref(), Kind: o.Kind, NS: o.Namespace, Name: o.Name,
 				Field: field, Message: fmt.Sprintf(format, args...),
 			}

@@ -251,3 +251,27 @@ func checkCommand(s *Set, _ Options, emit emitter) {
 		}
 	}
 }
+
+// MR125: the agent warns at start when drain-max + grace exceed
+// --termination-grace; that warning is only as true as the value it is
+// given, and the kubelet goes by the pod's own field.
+func checkTerminationGraceEnv(s *Set, _ Options, emit emitter) {
+	for _, d := range s.Deployments {
+		pod := &d.Spec.Template.Spec
+		tgp := kubernetesTerminationGrace
+		if pod.TerminationGracePeriodSeconds != nil {
+			tgp = time.Duration(*pod.TerminationGracePeriodSeconds) * time.Second
+		}
+		for _, i := range appContainers(pod) {
+			c := &pod.Containers[i]
+			for j, e := range c.Env {
+				if e.Name != "MESHREADY_TERMINATION_GRACE" || e.ValueFrom != nil {
+					continue
+				}
+				if v, err := time.ParseDuration(e.Value); err == nil && v != tgp {
+					emit(d.Obj, containerField(i, fmt.Sprintf("env[%d].value", j)), "MESHREADY_TERMINATION_GRACE is %s but the pod's terminationGracePeriodSeconds is %s: the agent checks its drain against the wrong budget; set it to %s", v, tgp, tgp)
+				}
+			}
+		}
+	}
+}
