@@ -387,8 +387,20 @@ func (d *objectDecoder) virtualService(into any, meta *metav1.ObjectMeta, spec *
 // into messages, lists and maps of messages. Values of the well-known types
 // (google.protobuf.*: Duration, Struct, wrappers…) are left to the decoder.
 func walkProto(node *yaml.Node, md protoreflect.MessageDescriptor, path string, fail func(path, msg string)) {
+	walkProtoDepth(node, md, path, fail, 0)
+}
+
+// maxSpecDepth bounds the walk: Istio's messages nest a dozen deep at most,
+// and an alias pointing back at its own parent must not recurse forever.
+const maxSpecDepth = 64
+
+func walkProtoDepth(node *yaml.Node, md protoreflect.MessageDescriptor, path string, fail func(path, msg string), depth int) {
 	node = resolve(node)
 	if node == nil || node.Kind != yaml.MappingNode || strings.HasPrefix(string(md.FullName()), "google.protobuf.") {
+		return
+	}
+	if depth > maxSpecDepth {
+		fail(path, "nested deeper than any Istio object (an alias pointing back at its parent?)")
 		return
 	}
 	for i := 0; i+1 < len(node.Content); i += 2 {
@@ -410,17 +422,17 @@ func walkProto(node *yaml.Node, md protoreflect.MessageDescriptor, path string, 
 		case fd.IsMap():
 			if fd.MapValue().Kind() == protoreflect.MessageKind && val.Kind == yaml.MappingNode {
 				for j := 0; j+1 < len(val.Content); j += 2 {
-					walkProto(val.Content[j+1], fd.MapValue().Message(), here+"."+val.Content[j].Value, fail)
+					walkProtoDepth(val.Content[j+1], fd.MapValue().Message(), here+"."+val.Content[j].Value, fail, depth+1)
 				}
 			}
 		case fd.IsList():
 			if fd.Kind() == protoreflect.MessageKind && val.Kind == yaml.SequenceNode {
 				for j, item := range val.Content {
-					walkProto(item, fd.Message(), fmt.Sprintf("%s[%d]", here, j), fail)
+					walkProtoDepth(item, fd.Message(), fmt.Sprintf("%s[%d]", here, j), fail, depth+1)
 				}
 			}
 		case fd.Kind() == protoreflect.MessageKind:
-			walkProto(val, fd.Message(), here, fail)
+			walkProtoDepth(val, fd.Message(), here, fail, depth+1)
 		}
 	}
 }
