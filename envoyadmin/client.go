@@ -14,6 +14,8 @@
 package envoyadmin
 
 import (
+	"github.com/meshready/meshready/internal/redact"
+
 	"bufio"
 	"context"
 	"errors"
@@ -77,7 +79,12 @@ func New(baseURL string, opts ...Option) (*Client, error) {
 	u, err := url.Parse(baseURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Hostname() == "" ||
 		u.RawQuery != "" || u.Fragment != "" || u.User != nil {
-		return nil, fmt.Errorf("invalid Envoy admin URL %q: want http://HOST:PORT or https://HOST:PORT, e.g. http://127.0.0.1:15000", baseURL)
+		why := ""
+		if err == nil && (u.User != nil || u.RawQuery != "") {
+			why = " (no user, password or query: the admin API takes none)"
+		}
+		// Echoed without userinfo or query: they may hold a secret.
+		return nil, fmt.Errorf("invalid Envoy admin URL %q%s: want http://HOST:PORT or https://HOST:PORT, e.g. http://127.0.0.1:15000", redact.URL(baseURL), why)
 	}
 	u.Path = strings.TrimRight(u.Path, "/")
 	u.RawPath = ""

@@ -1,6 +1,8 @@
 package envoyadmin
 
 import (
+	"github.com/meshready/meshready/internal/redact"
+
 	"context"
 	"errors"
 	"fmt"
@@ -52,8 +54,12 @@ func TestNew(t *testing.T) {
 			t.Errorf("New(%q): no error", in)
 			continue
 		}
-		if want := fmt.Sprintf("invalid Envoy admin URL %q: want http://HOST:PORT or https://HOST:PORT", in); !strings.HasPrefix(err.Error(), want) {
-			t.Errorf("New(%q) error %q, want prefix %q", in, err, want)
+		// Named without userinfo or query (they may hold a secret).
+		if want := fmt.Sprintf("invalid Envoy admin URL %q", redact.URL(in)); !strings.HasPrefix(err.Error(), want) || !strings.Contains(err.Error(), "want http://HOST:PORT or https://HOST:PORT") {
+			t.Errorf("New(%q) error %q, want prefix %q and the accepted forms", in, err, want)
+		}
+		if strings.Contains(in, "u:p@") && strings.Contains(err.Error(), "u:p") {
+			t.Errorf("New(%q) error %q echoes the credentials", in, err)
 		}
 	}
 	for name, opt := range map[string]Option{

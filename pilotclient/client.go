@@ -40,6 +40,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-retryablehttp"
+
+	"github.com/meshready/meshready/internal/redact"
 )
 
 // Defaults.
@@ -171,7 +173,8 @@ func WithUserAgent(ua string) Option { return func(o *options) { o.userAgent = u
 func New(pilot string, opts ...Option) (*Client, error) {
 	u, err := url.Parse(pilot)
 	bad := func(why string) error {
-		return fmt.Errorf("invalid Pilot address %q: %s; %s", clip(pilot), why, acceptedForms)
+		// Echoed without userinfo or query: they may hold a secret.
+		return fmt.Errorf("invalid Pilot address %q: %s; %s", clip(redact.URL(pilot)), why, acceptedForms)
 	}
 	switch {
 	case pilot == "":

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/meshready/meshready/internal/neterr"
+	"github.com/meshready/meshready/internal/redact"
 )
 
 // AppTarget is a parsed --app-ready / --app-live value.
@@ -28,12 +29,16 @@ const appForms = "http(s)://host[:port]/path, tcp://host:port or grpc://host:por
 // the CLI can print it as it is.
 func ParseAppTarget(raw string) (AppTarget, error) {
 	bad := func(why string) (AppTarget, error) {
-		return AppTarget{}, fmt.Errorf("invalid app target %q: %s; accepted: %s", raw, why, appForms)
+		// The value is echoed without userinfo or query: they may hold a secret.
+		return AppTarget{}, fmt.Errorf("invalid app target %q: %s; accepted: %s", redact.URL(raw), why, appForms)
 	}
 	if raw == "" {
 		return bad("empty")
 	}
 	u, err := url.Parse(raw)
+	if err != nil && !strings.Contains(raw, "://") {
+		return bad("no scheme (did you mean http://" + redact.URL(raw) + "?)")
+	}
 	if err != nil {
 		var ue *url.Error
 		if errors.As(err, &ue) {
@@ -43,6 +48,11 @@ func ParseAppTarget(raw string) (AppTarget, error) {
 	}
 	t := AppTarget{URL: u, Kind: u.Scheme}
 	if _, ok := appProbers[t.Kind]; !ok {
+		if !strings.Contains(raw, "://") {
+			// "localhost:8080" parses as scheme "localhost"; "8080" or
+			// ":8080" as a path.
+			return bad("no scheme (did you mean http://" + redact.URL(strings.TrimPrefix(raw, "//")) + "?)")
+		}
 		if u.Scheme == "" {
 			return bad("no scheme")
 		}
@@ -141,7 +151,7 @@ func appFailure(ctx context.Context, target *url.URL, err error) (Result, error)
 	if errors.Is(ctx.Err(), context.Canceled) {
 		return Result{}, ctx.Err()
 	}
-	return failf(target.Redacted() + ": " + netReason(err)), nil
+	return failf(redact.URL(target.String()) + ": " + netReason(err)), nil
 }
 
 func netReason(err error) string {

@@ -14,6 +14,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
+
+	"github.com/meshready/meshready/internal/redact"
 )
 
 // grpcConn is the one ClientConn a grpc target keeps; grpc reconnects it by
@@ -89,9 +91,9 @@ func probeGRPC(ctx context.Context, t AppTarget, opts AppOptions) (Result, error
 	switch status.Code(err) {
 	case codes.OK:
 	case codes.Unimplemented:
-		return failf(t.URL.String() + ": does not implement grpc.health.v1"), nil
+		return failf(redact.URL(t.URL.String()) + ": does not implement grpc.health.v1"), nil
 	case codes.NotFound: // grpc-go's health server for an unknown service
-		return failf(t.URL.String() + ": " + healthpb.HealthCheckResponse_SERVICE_UNKNOWN.String()), nil
+		return failf(redact.URL(t.URL.String()) + ": " + healthpb.HealthCheckResponse_SERVICE_UNKNOWN.String()), nil
 	case codes.DeadlineExceeded:
 		return appFailure(ctx, t.URL, context.DeadlineExceeded)
 	case codes.Unavailable:
@@ -104,7 +106,7 @@ func probeGRPC(ctx context.Context, t AppTarget, opts AppOptions) (Result, error
 		return appFailure(ctx, t.URL, errors.New(s.Code().String()+": "+s.Message()))
 	}
 	if st := resp.GetStatus(); st != healthpb.HealthCheckResponse_SERVING {
-		return failf(t.URL.String() + ": " + st.String()), nil
+		return failf(redact.URL(t.URL.String()) + ": " + st.String()), nil
 	}
 	return passf("SERVING"), nil
 }

@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+
+	"github.com/meshready/meshready/internal/redact"
 )
 
 // maxAppBody is what the kubelet reads of a probe's body; the rest is left
@@ -76,7 +78,7 @@ func probeHTTP(ctx context.Context, t AppTarget, opts AppOptions) (Result, error
 		// The kubelet's "Warning", which it counts as success: a redirect it
 		// chose not to follow, or a 3xx it could not.
 		if loc, err := res.Location(); err == nil && loc.Hostname() != res.Request.URL.Hostname() {
-			r.Warning = "redirect to another host not followed: " + loc.Redacted()
+			r.Warning = "redirect to another host not followed: " + redact.URL(loc.String())
 		} else {
 			r.Warning = "HTTP " + strconv.Itoa(code) + " redirect not followed"
 		}

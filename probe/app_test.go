@@ -1,6 +1,8 @@
 package probe
 
 import (
+	"github.com/meshready/meshready/internal/redact"
+
 	"context"
 	"net"
 	"strings"
@@ -41,9 +43,10 @@ func TestParseAppTarget(t *testing.T) {
 		{"", "empty"},
 		{"ftp://files:21/x", `scheme "ftp" not supported`},
 		{"grpcs://h:1", `scheme "grpcs" not supported`},
-		{"localhost:8080", `scheme "localhost" not supported`},
+		{"localhost:8080", "no scheme (did you mean http://localhost:8080?)"},
+		{"127.0.0.1:8080/ready", "no scheme (did you mean http://127.0.0.1:8080/ready?)"},
 		{"garbage", "no scheme"},
-		{"127.0.0.1:8080", "first path segment in URL cannot contain colon"},
+		{"127.0.0.1:8080", "no scheme (did you mean http://127.0.0.1:8080?)"},
 		{"://x", "missing protocol scheme"},
 		{"http://:8080/ready", "no host"},
 		{"http:/ready", "no host"},
@@ -67,7 +70,7 @@ func TestParseAppTarget(t *testing.T) {
 			continue
 		}
 		msg := err.Error()
-		for _, want := range []string{`invalid app target "` + tc.raw + `"`, tc.why, appForms} {
+		for _, want := range []string{`invalid app target "` + redact.URL(tc.raw) + `"`, tc.why, appForms} {
 			if !strings.Contains(msg, want) {
 				t.Errorf("ParseAppTarget(%q) error %q does not contain %q", tc.raw, msg, want)
 			}

@@ -30,8 +30,10 @@ type AgentFlags struct {
 // Validate runs when kong parses: every bad value is one line naming the
 // flag, the value and what is accepted.
 func (f *AgentFlags) Validate() error {
+	// URL flags are echoed redacted (no userinfo, no query): the inner
+	// errors name the value that way.
 	if _, err := envoyadmin.New(f.EnvoyAdmin); err != nil {
-		return fmt.Errorf("--envoy-admin=%q: %v", f.EnvoyAdmin, err)
+		return fmt.Errorf("--envoy-admin: %v", err)
 	}
 	if _, err := listenPort(f.Listen); err != nil {
 		return fmt.Errorf("--listen=%q: want host:port or :port (e.g. :54321): %v", f.Listen, err)
@@ -41,7 +43,7 @@ func (f *AgentFlags) Validate() error {
 			continue
 		}
 		if _, err := probe.ParseAppTarget(u.val); err != nil {
-			return fmt.Errorf("%s=%q: %v", u.flag, u.val, err)
+			return fmt.Errorf("%s: %v", u.flag, err)
 		}
 	}
 	for _, d := range []struct {
@@ -137,7 +139,7 @@ func (f *AgentFlags) build(log *slog.Logger, checkTimeout time.Duration) (*agent
 	port, _ := listenPort(f.Listen)
 	admin, err := envoyadmin.New(f.EnvoyAdmin, envoyadmin.WithTimeout(checkTimeout), envoyadmin.WithExcludePorts(port))
 	if err != nil {
-		return nil, fmt.Errorf("--envoy-admin=%q: %v", f.EnvoyAdmin, err)
+		return nil, fmt.Errorf("--envoy-admin: %v", err)
 	}
 	a := &agent{admin: admin, metrics: probe.NewMetrics(version, commit), checkTimeout: checkTimeout, interval: f.Interval}
 	a.sidecar = probe.NewSidecar(probe.SidecarMode(f.Sidecar), f.Podinfo, f.StartTimeout, log)
@@ -153,7 +155,7 @@ func (f *AgentFlags) build(log *slog.Logger, checkTimeout time.Duration) (*agent
 	if f.AppReady != "" {
 		t, err := probe.ParseAppTarget(f.AppReady)
 		if err != nil {
-			return nil, fmt.Errorf("--app-ready=%q: %v", f.AppReady, err)
+			return nil, fmt.Errorf("--app-ready: %v", err)
 		}
 		appCheck.Run = probe.AppCheck(t, opts)
 	}
@@ -162,7 +164,7 @@ func (f *AgentFlags) build(log *slog.Logger, checkTimeout time.Duration) (*agent
 	if f.AppLive != "" {
 		t, err := probe.ParseAppTarget(f.AppLive)
 		if err != nil {
-			return nil, fmt.Errorf("--app-live=%q: %v", f.AppLive, err)
+			return nil, fmt.Errorf("--app-live: %v", err)
 		}
 		a.live = probe.NewAggregator([]probe.Check{{Name: "app.live", Run: probe.AppCheck(t, opts)}},
 			probe.AggregatorOptions{Interval: f.Interval, Timeout: checkTimeout})

@@ -27,7 +27,7 @@ type PilotFlags struct {
 func (p *PilotFlags) Validate() error {
 	if p.Pilot != "" {
 		if _, err := pilotclient.New(p.Pilot, pilotclient.WithToken("")); err != nil {
-			return fmt.Errorf("--pilot=%q: %v", p.Pilot, err)
+			return fmt.Errorf("--pilot: %v", err)
 		}
 	} else if p.PilotSource != "auto" && p.PilotSource != "local" {
 		return fmt.Errorf("--pilot-source=%s needs --pilot (Pilot's address)", p.PilotSource)
@@ -64,7 +64,7 @@ func (p *PilotFlags) meshOptions(f *AgentFlags, m *probe.Metrics, checkTimeout t
 	if p.Pilot != "" {
 		c, err := pilotclient.New(p.Pilot, opts...)
 		if err != nil {
-			return nil, fmt.Errorf("--pilot=%q: %v", p.Pilot, err)
+			return nil, fmt.Errorf("--pilot: %v", err)
 		}
 		u, _ := url.Parse(p.Pilot)
 		mo.Pilot, mo.PilotScheme = c, u.Scheme

@@ -5,6 +5,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/meshready/meshready/internal/redact"
 	"github.com/meshready/meshready/probe"
 )
 
@@ -23,7 +24,7 @@ func (c *ServeCmd) Run(env *Env) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	env.Log.Info("serving", "listen", c.Listen, "envoy_admin", c.EnvoyAdmin, "sidecar", c.Sidecar, "app_ready", c.AppReady, "version", version)
+	env.Log.Info("serving", "listen", c.Listen, "envoy_admin", redact.URL(c.EnvoyAdmin), "sidecar", c.Sidecar, "app_ready", redact.URL(c.AppReady), "version", version)
 	err = probe.Serve(ctx, c.Listen, probe.ServerOptions{
 		Ready: a.ready, Live: a.live, Metrics: a.metrics, VerboseRemote: c.VerboseRemote, Logger: env.Log,
 	})
