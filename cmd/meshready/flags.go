@@ -2,13 +2,18 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
+	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/meshready/meshready/envoyadmin"
+	"github.com/meshready/meshready/internal/redact"
 	"github.com/meshready/meshready/probe"
 )
 
@@ -38,12 +43,23 @@ func (f *AgentFlags) Validate() error {
 	if _, err := listenPort(f.Listen); err != nil {
 		return fmt.Errorf("--listen=%q: want host:port or :port (e.g. :54321): %v", f.Listen, err)
 	}
+	if h, _, _ := net.SplitHostPort(f.Listen); h != "" {
+		if err := checkHost(h); err != nil {
+			return fmt.Errorf("--listen=%q: want host:port or :port (e.g. :54321): %v", f.Listen, err)
+		}
+	}
+	if err := checkAddress(f.EnvoyAdmin); err != nil {
+		return fmt.Errorf("--envoy-admin=%q: %v", redact.URL(f.EnvoyAdmin), err)
+	}
 	for _, u := range []struct{ flag, val string }{{"--app-ready", f.AppReady}, {"--app-live", f.AppLive}} {
 		if u.val == "" {
 			continue
 		}
 		if _, err := probe.ParseAppTarget(u.val); err != nil {
 			return fmt.Errorf("%s: %v", u.flag, err)
+		}
+		if err := checkAddress(u.val); err != nil {
+			return fmt.Errorf("%s=%q: %v", u.flag, redact.URL(u.val), err)
 		}
 	}
 	for _, d := range []struct {
@@ -53,6 +69,54 @@ func (f *AgentFlags) Validate() error {
 		if d.val <= 0 {
 			return fmt.Errorf("%s=%s: must be a positive duration such as 1s or 800ms", d.flag, d.val)
 		}
+	}
+	return nil
+}
+
+// checkAddress checks the host and port of an address flag's URL (the
+// packages' own parsers check the scheme and the form): a port is 1–65535,
+// a host is an IP address or a DNS name. A typo must be exit 2 at start,
+// not a check that fails for ever.
+func checkAddress(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil // the package's parser has said why
+	}
+	if err := checkHost(u.Hostname()); err != nil {
+		return err
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("port %q is not a number from 1 to 65535", p)
+		}
+	} else if strings.HasSuffix(u.Host, ":") {
+		return errors.New("empty port after ':'")
+	}
+	return nil
+}
+
+// checkHost accepts an IP address or a DNS name (RFC 1123 labels; '_' is
+// tolerated, as resolvers do).
+func checkHost(h string) error {
+	if _, err := netip.ParseAddr(h); err == nil {
+		return nil
+	}
+	bad := fmt.Errorf("host %q is neither an IP address nor a DNS name", h)
+	if h == "" || len(h) > 253 {
+		return bad
+	}
+	for _, label := range strings.Split(strings.TrimSuffix(h, "."), ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return bad
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+				return bad
+			}
+		}
+	}
+	if _, err := strconv.Atoi(strings.ReplaceAll(h, ".", "")); err == nil {
+		return bad // all digits but not an IP: 1.2.3.999, 300
 	}
 	return nil
 }

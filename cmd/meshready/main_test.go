@@ -52,6 +52,18 @@ func TestBadConfigIsOneLineAndExit2(t *testing.T) {
 		{[]string{"check", "--output=yaml"}, []string{"--output", "yaml", "table", "json"}},
 		{[]string{"--log-level=loud", "check"}, []string{"--log-level", "loud"}},
 		{[]string{"check", "--nope"}, []string{"--nope"}},
+		// Ports and hosts in every address flag (before: accepted, and the
+		// check failed for ever).
+		{[]string{"check", "--envoy-admin=http://127.0.0.1:99999"}, []string{"--envoy-admin", "99999", "1 to 65535"}},
+		{[]string{"check", "--envoy-admin=http://127.0.0.1:0"}, []string{"--envoy-admin", `port "0"`}},
+		{[]string{"check", "--envoy-admin=http://envoy..local:15000"}, []string{"--envoy-admin", `host "envoy..local"`}},
+		{[]string{"check", "--envoy-admin=http://1.2.3.999:15000"}, []string{"--envoy-admin", `host "1.2.3.999"`}},
+		{[]string{"check", "--app-ready=http://app_-:8080/ready"}, []string{"--app-ready", `host "app_-"`}},
+		{[]string{"check", "--app-ready=http://127.0.0.1:70000/ready"}, []string{"--app-ready", "70000"}},
+		{[]string{"check", "--app-live=tcp://-bad:80"}, []string{"--app-live", `host "-bad"`}},
+		{[]string{"check", "--pilot=http://istiod.istio-system:0"}, []string{"--pilot", "port"}},
+		{[]string{"check", "--pilot=grpc://isti*d:15010"}, []string{"--pilot", `host "isti*d"`}},
+		{[]string{"serve", "--listen=no*host:54321"}, []string{"--listen", `host "no*host"`}},
 		{[]string{"frobnicate"}, []string{"frobnicate"}},
 	}
 	for _, tc := range cases {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/meshready/meshready/internal/redact"
 	"github.com/meshready/meshready/pilotclient"
 	"github.com/meshready/meshready/probe"
 )
@@ -28,6 +29,9 @@ func (p *PilotFlags) Validate() error {
 	if p.Pilot != "" {
 		if _, err := pilotclient.New(p.Pilot, pilotclient.WithToken("")); err != nil {
 			return fmt.Errorf("--pilot: %v", err)
+		}
+		if err := checkAddress(p.Pilot); err != nil {
+			return fmt.Errorf("--pilot=%q: %v", redact.URL(p.Pilot), err)
 		}
 	} else if p.PilotSource != "auto" && p.PilotSource != "local" {
 		return fmt.Errorf("--pilot-source=%s needs --pilot (Pilot's address)", p.PilotSource)

@@ -93,14 +93,11 @@ func (c *RunCmd) Run(env *Env) error {
 	}()
 
 	cfg := graceful.Config{
-		Argv:    c.Command,
-		Signals: sigs,
-		Hold:    func(ctx context.Context) error { return a.waitMesh(ctx, log) },
-		// Sidecar auto-detection gives up at --start-timeout too; the slack
-		// lets its "no sidecar" verdict start the app instead of the hold's
-		// own timeout firing first.
+		Argv:               c.Command,
+		Signals:            sigs,
+		Hold:               func(ctx context.Context) error { return a.waitMesh(ctx, log) },
 		StartTimeout:       c.StartTimeout,
-		HoldSlack:          c.Timeout + time.Second,
+		HoldSlack:          holdSlack(c.Sidecar, c.Timeout),
 		ExitOnStartTimeout: c.OnStartTimeout == "exit",
 		DrainMin:           c.DrainMin,
 		DrainQuiet:         c.DrainQuiet,
@@ -141,6 +138,17 @@ func (c *RunCmd) Run(env *Env) error {
 		return codeError(code)
 	}
 	return nil
+}
+
+// holdSlack: under --sidecar=auto, auto-detection gives up at
+// --start-timeout too, and the slack lets its "no sidecar" verdict start the
+// app instead of the hold's own deadline firing first. Under required (or
+// none) there is nothing to detect: --start-timeout is the hold's real bound.
+func holdSlack(sidecar string, checkTimeout time.Duration) time.Duration {
+	if sidecar == string(probe.SidecarAuto) {
+		return checkTimeout + time.Second
+	}
+	return 0
 }
 
 func (a *agent) hasSidecar() bool {

@@ -168,21 +168,57 @@ func TestRunStartTimeout(t *testing.T) {
 	}
 }
 
+// Under --sidecar=required, --start-timeout is the hold's real bound: the
+// auto-detection slack (--timeout + 1s) applies only under auto. Before,
+// --start-timeout=1s --timeout=2s held for 4s.
+func TestRunStartTimeoutIsTheBoundUnderRequired(t *testing.T) {
+	t.Parallel()
+	start := time.Now()
+	cmd, stderr := meshreadyProcess(t, "run", fmt.Sprintf("--listen=127.0.0.1:%d", freePort(t)), "--envoy-admin="+closedURL(t),
+		"--sidecar=required", "--start-timeout=1s", "--timeout=2s", "--on-start-timeout=exit", "--", "/bin/true")
+	if code := exitCode(t, cmd); code != 69 {
+		t.Fatalf("exit %d, want 69\n%s", code, stderr)
+	}
+	if took := time.Since(start); took < time.Second || took > 2500*time.Millisecond {
+		t.Fatalf("held %s with --start-timeout=1s (want about 1s)\n%s", took.Round(time.Millisecond), stderr)
+	}
+}
+
 func TestWait(t *testing.T) {
 	t.Parallel()
 	envoy := standin.NewEnvoy(standin.LiveSynced())
 	t.Cleanup(envoy.Close)
-	code, out, stderr := runCLI("wait", "--envoy-admin="+envoy.URL, "--sidecar=required", "--timeout=5s")
+	code, out, stderr := runCLI("wait", "--envoy-admin="+envoy.URL, "--sidecar=required", "--wait-timeout=5s")
 	if code != 0 || !strings.HasPrefix(out, "ready after") {
 		t.Fatalf("exit %d %q %q", code, out, stderr)
 	}
 	start := time.Now()
-	code, _, stderr = runCLI("wait", "--envoy-admin="+closedURL(t), "--sidecar=required", "--timeout=400ms")
-	if code != 1 || !strings.Contains(stderr, "not ready after 400ms") || !strings.Contains(stderr, "refused") {
+	code, _, stderr = runCLI("wait", "--envoy-admin="+closedURL(t), "--sidecar=required", "--wait-timeout=400ms")
+	if code != 1 || !strings.Contains(stderr, "not ready after 400ms (--wait-timeout)") || !strings.Contains(stderr, "refused") {
 		t.Fatalf("exit %d %q", code, stderr)
 	}
 	if took := time.Since(start); took > 5*time.Second {
-		t.Fatalf("wait --timeout=400ms took %s", took)
+		t.Fatalf("wait --wait-timeout=400ms took %s", took)
+	}
+	// The old --timeout still works, and warns.
+	code, _, stderr = runCLI("wait", "--envoy-admin="+closedURL(t), "--sidecar=required", "--timeout=300ms")
+	if code != 1 || !strings.Contains(stderr, "not ready after 300ms") || strings.Count(stderr, "--timeout on wait is deprecated") != 1 {
+		t.Fatalf("deprecated --timeout: exit %d %q", code, stderr)
+	}
+}
+
+// MESHREADY_TIMEOUT is every other command's per-check deadline; set in a
+// pod's env for serve, it must not become wait's total (before: wait gave
+// up after 800ms). MESHREADY_WAIT_TIMEOUT is wait's own (not parallel: it
+// sets the environment).
+func TestWaitTimeoutFromEnvironment(t *testing.T) {
+	t.Setenv("MESHREADY_TIMEOUT", "100ms")
+	t.Setenv("MESHREADY_WAIT_TIMEOUT", "700ms")
+	start := time.Now()
+	code, _, stderr := runCLI("wait", "--envoy-admin="+closedURL(t), "--sidecar=required")
+	took := time.Since(start)
+	if code != 1 || !strings.Contains(stderr, "not ready after 700ms") || took < 650*time.Millisecond {
+		t.Fatalf("exit %d after %s: %q", code, took, stderr)
 	}
 }
 
