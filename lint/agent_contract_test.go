@@ -58,7 +58,15 @@ func agentFlags(t *testing.T) map[string]agentFlag {
 				if e := tag.Get("enum"); e != "" {
 					fl.enum = strings.Split(e, ",")
 				}
-				flags["MESHREADY_"+upperSnake(field.Names[0].Name)] = fl
+				env := "MESHREADY_" + upperSnake(field.Names[0].Name)
+				switch e := tag.Get("env"); e {
+				case "-":
+					continue // not read from the environment
+				case "":
+				default:
+					env = e
+				}
+				flags[env] = fl
 			}
 			return true
 		})
