@@ -24,6 +24,11 @@ type ipam struct {
 	cursor netip.Addr
 }
 
+// podIPs is shared by every Kubelet of this process: they all live in the
+// same network namespace, so two stand-in nodes must never hand out the
+// same address.
+var podIPs = newIPAM()
+
 func newIPAM() *ipam { return &ipam{used: map[netip.Addr]bool{}, cursor: firstPodIP} }
 
 var errNoIPs = errors.New("kubelet stand-in: no pod IPs left in 10.244.1.0-10.244.254.255")

@@ -78,10 +78,11 @@ type Kubelet struct {
 	nodeSince metav1.Time
 	started   time.Time
 
-	mu      sync.Mutex
-	pods    map[types.UID]*podWorker // live (not yet finished) pods
-	byName  map[string]*podWorker    // ns/name → latest worker, finished or not
-	stopped bool
+	mu       sync.Mutex
+	pods     map[types.UID]*podWorker // live (not yet finished) pods
+	finished map[types.UID]bool       // deleted by us: ignore late events
+	byName   map[string]*podWorker    // ns/name → latest worker, finished or not
+	stopped  bool
 }
 
 // Start registers the Node (Ready), starts its heartbeats and the pod
@@ -122,8 +123,8 @@ func Start(ctx context.Context, cfg Config) (*Kubelet, error) {
 	b := make([]byte, 16)
 	_, _ = rand.Read(b)
 	kctx, cancel := context.WithCancel(context.Background())
-	k := &Kubelet{cfg: cfg, ctx: kctx, cancel: cancel, ipam: newIPAM(), bootID: hex.EncodeToString(b), started: time.Now(),
-		pods: map[types.UID]*podWorker{}, byName: map[string]*podWorker{}}
+	k := &Kubelet{cfg: cfg, ctx: kctx, cancel: cancel, ipam: podIPs, bootID: hex.EncodeToString(b), started: time.Now(),
+		pods: map[types.UID]*podWorker{}, finished: map[types.UID]bool{}, byName: map[string]*podWorker{}}
 	rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
 	defer rcancel()
 	if err := k.register(rctx); err != nil {
@@ -182,6 +183,10 @@ func (k *Kubelet) podChanged(obj any) {
 		return
 	}
 	w := k.pods[pod.UID]
+	if w == nil && k.finished[pod.UID] {
+		k.mu.Unlock()
+		return
+	}
 	if w == nil {
 		if pod.Status.Phase == corev1.PodSucceeded || pod.Status.Phase == corev1.PodFailed {
 			if pod.DeletionTimestamp != nil {
@@ -215,10 +220,15 @@ func (k *Kubelet) podGone(pod *corev1.Pod) {
 	}
 }
 
-func (k *Kubelet) forget(w *podWorker) {
+// forget drops a worker whose pod is done with; finished UIDs are never
+// run again (a late informer event must not restart a deleted pod).
+func (k *Kubelet) forget(w *podWorker, finished bool) {
 	k.mu.Lock()
 	if k.pods[w.uid] == w {
 		delete(k.pods, w.uid)
+	}
+	if finished {
+		k.finished[w.uid] = true
 	}
 	k.mu.Unlock()
 }

@@ -164,13 +164,11 @@ func (w *podWorker) markDirty() {
 // changed takes a newer Pod from the informer.
 func (w *podWorker) changed(pod *corev1.Pod) {
 	w.mu.Lock()
-	if !newerRV(pod.ResourceVersion, w.pod.ResourceVersion) {
-		w.mu.Unlock()
-		return
-	}
-	w.pod = pod
-	if w.volumesSet {
-		w.writeDownwardLocked()
+	if newerRV(pod.ResourceVersion, w.pod.ResourceVersion) {
+		w.pod = pod
+		if w.volumesSet {
+			w.writeDownwardLocked()
+		}
 	}
 	w.mu.Unlock()
 	if pod.DeletionTimestamp != nil {
@@ -247,7 +245,10 @@ func (w *podWorker) run() {
 	w.k.wg.Add(1)
 	go w.statusWriter()
 	w.logf("bound to %s (uid %s)", w.k.cfg.NodeName, w.uid)
-	if w.setup() {
+	w.mu.Lock()
+	deleting := w.deleting
+	w.mu.Unlock()
+	if !deleting && w.setup() {
 		w.startContainers()
 	} else {
 		w.closeUnlaunched()
@@ -448,12 +449,12 @@ func (w *podWorker) startContainers() {
 	ctrs := append([]*ctr(nil), w.ctrs...)
 	w.mu.Unlock()
 	for _, c := range ctrs {
-		if c.kind == injectedCtr {
-			w.goRun(c)
-		}
-	}
-	for _, c := range ctrs {
 		switch c.kind {
+		case injectedCtr:
+			w.goRun(c)
+			if !w.waitStarted(c) {
+				return
+			}
 		case initCtr:
 			w.goRun(c)
 			if !w.waitOr(c.done) {
@@ -471,22 +472,8 @@ func (w *podWorker) startContainers() {
 			}
 		case nativeSidecarCtr:
 			w.goRun(c)
-			for {
-				w.mu.Lock()
-				started := c.started
-				w.mu.Unlock()
-				if started {
-					break
-				}
-				select {
-				case <-c.done:
-					return
-				case <-w.deleteCh:
-					return
-				case <-w.k.ctx.Done():
-					return
-				case <-time.After(50 * time.Millisecond):
-				}
+			if !w.waitStarted(c) {
+				return
 			}
 		}
 	}
@@ -497,6 +484,29 @@ func (w *podWorker) startContainers() {
 	for _, c := range ctrs {
 		if c.kind == appCtr {
 			w.goRun(c)
+		}
+	}
+}
+
+// waitStarted waits for a sidecar to be started (its process running and
+// its startup probe, if any, passed), as the kubelet does before it
+// starts the next container; false on delete, stop, or a runner that ended.
+func (w *podWorker) waitStarted(c *ctr) bool {
+	for {
+		w.mu.Lock()
+		started := c.started
+		w.mu.Unlock()
+		if started {
+			return true
+		}
+		select {
+		case <-c.done:
+			return false
+		case <-w.deleteCh:
+			return false
+		case <-w.k.ctx.Done():
+			return false
+		case <-time.After(20 * time.Millisecond):
 		}
 	}
 }
@@ -708,7 +718,7 @@ func (w *podWorker) terminate() {
 	w.finished = true
 	w.mu.Unlock()
 	w.event("", "Deleted", nil, "pod %s", w.terminal)
-	w.k.forget(w)
+	w.k.forget(w, true)
 }
 
 // waitRunner waits for a container's runner to end (bounded: it ends

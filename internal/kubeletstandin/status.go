@@ -306,6 +306,9 @@ func (w *podWorker) writeStatus(ctx context.Context) {
 				w.pod = got
 			}
 			w.mu.Unlock()
+			if got.DeletionTimestamp != nil {
+				w.startDeleting(got)
+			}
 			return
 		}
 		if apierrors.IsNotFound(err) || ctx.Err() != nil {
