@@ -951,3 +951,33 @@ func TestStopEndsEverything(t *testing.T) {
 	t.Logf("Stop in %v; app SIGTERM→SIGKILL %v", time.Since(t0).Round(time.Millisecond), pi.Containers[0].KillAt.Sub(pi.Containers[0].TermAt).Round(time.Millisecond))
 	_ = cs.CoreV1().Nodes().Delete(context.Background(), "standin-stop", metav1.DeleteOptions{})
 }
+
+// TestPreStopHookBeforeSIGTERM: on delete the preStop exec hook runs (in
+// the container's environment and directory) and only then SIGTERM.
+func TestPreStopHookBeforeSIGTERM(t *testing.T) {
+	c, k := env(t)
+	t.Parallel()
+	cs := c.Client
+	ns := newNamespace(t, cs, nil)
+	ctr := appContainer("app")
+	ctr.Env[1].Value = "$(POD_IP):8095"
+	ctr.Ports[0].ContainerPort = 8095
+	ctr.Lifecycle = &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{
+		Command: []string{"/bin/sh", "-c", `echo "$POD_IP" > prestop-ran; sleep 1`}}}}
+	p := createPod(t, cs, ns, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "hooked"}, Spec: corev1.PodSpec{Containers: []corev1.Container{ctr}}})
+	p = waitPodReady(t, cs, ns, p.Name, 60*time.Second)
+	if err := cs.CoreV1().Pods(ns).Delete(context.Background(), p.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitPodGone(t, cs, ns, p.Name, p.UID, 20*time.Second)
+	pi := info(t, k, ns, p.Name)
+	hook, kill := pi.Find("app", "PreStop"), pi.Find("", "Killing") // the pod-level "stopping containers"
+	app, _ := pi.Container("app")
+	if hook == nil || kill == nil || app.TermAt.Before(hook.At) || hook.At.Sub(kill.At) < 900*time.Millisecond {
+		t.Errorf("want the ~1 s preStop hook, then SIGTERM: hook %+v, SIGTERM %v", hook, app.TermAt)
+	}
+	b, err := os.ReadFile(filepath.Join(pi.Dir, "containers", "app", "prestop-ran"))
+	if err != nil || strings.TrimSpace(string(b)) != p.Status.PodIP {
+		t.Errorf("hook output %q (%v), want the pod IP from the container's env", b, err)
+	}
+}
