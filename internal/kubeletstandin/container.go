@@ -21,7 +21,7 @@ func (c *ctr) resolveFor(pod *corev1.Pod, podIP string) (resolved, error) {
 			return resolved{}, err
 		}
 		env := append([]string(nil), c.env...)
-		if envValue(env, "PATH") == "" || !hasEnv(env, "PATH") {
+		if !hasEnv(env, "PATH") {
 			env = append([]string{"PATH=" + defaultPath}, env...)
 		}
 		return resolved{argv: argv, env: env}, nil

@@ -981,3 +981,75 @@ func TestPreStopHookBeforeSIGTERM(t *testing.T) {
 		t.Errorf("hook output %q (%v), want the pod IP from the container's env", b, err)
 	}
 }
+
+// TestInitContainersAndJobSidecar: init containers run in order to
+// success before the app; a native sidecar (init container with
+// restartPolicy Always) keeps running beside it; when a Never pod's app
+// completes, its sidecars (native and injected) get SIGTERM and the pod
+// is Succeeded.
+func TestInitContainersAndJobSidecar(t *testing.T) {
+	c, k := env(t)
+	t.Parallel()
+	cs := c.Client
+	ns := newNamespace(t, cs, map[string]string{"istio-injection": "enabled"})
+	always := corev1.ContainerRestartPolicyAlways
+	native := corev1.Container{Name: "native", Image: "testapp:v1", RestartPolicy: &always,
+		Env: []corev1.EnvVar{fieldEnv("POD_IP", "status.podIP"), {Name: "LISTEN", Value: "$(POD_IP):8096"}}}
+	p := createPod(t, cs, ns, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "job"}, Spec: corev1.PodSpec{
+		RestartPolicy: corev1.RestartPolicyNever,
+		InitContainers: []corev1.Container{
+			{Name: "first", Image: "shell:v1", Args: []string{"-c", "echo first"}},
+			{Name: "second", Image: "shell:v1", Args: []string{"-c", "sleep 0.3; echo second"}},
+			native,
+		},
+		Containers: []corev1.Container{{Name: "main", Image: "shell:v1", Args: []string{"-c", "sleep 1; echo done"}}}}})
+	var got *corev1.Pod
+	waitFor(t, 30*time.Second, "pod Succeeded", func() (bool, string) {
+		var err error
+		got, err = getPod(cs, ns, p.Name)
+		if err != nil {
+			return false, err.Error()
+		}
+		return got.Status.Phase == corev1.PodSucceeded, fmt.Sprintf("%s %+v", got.Status.Phase, got.Status.InitContainerStatuses)
+	})
+	// The phase counts regular containers only (kubelet's getPhase): the
+	// sidecars are stopped right after.
+	var pi PodInfo
+	waitFor(t, 10*time.Second, "sidecars stopped", func() (bool, string) {
+		pi = info(t, k, ns, p.Name)
+		for _, c := range pi.Containers {
+			if c.Running {
+				return false, c.Name + " running"
+			}
+		}
+		return true, ""
+	})
+	order := []string{}
+	for _, e := range pi.Events {
+		if e.What == "Started" {
+			order = append(order, e.Container)
+		}
+	}
+	if strings.Join(order, ",") != SidecarName+",first,second,native,main" {
+		t.Errorf("start order %v", order)
+	}
+	if len(got.Status.InitContainerStatuses) != 3 {
+		t.Fatalf("initContainerStatuses %+v", got.Status.InitContainerStatuses)
+	}
+	for _, st := range got.Status.InitContainerStatuses[:2] {
+		if st.State.Terminated == nil || st.State.Terminated.ExitCode != 0 {
+			t.Errorf("init %s: %+v", st.Name, st.State)
+		}
+	}
+	mainExit := pi.Find("main", "Exited")
+	for _, name := range []string{"native", SidecarName} {
+		sc, _ := pi.Container(name)
+		if mainExit == nil || sc.TermAt.IsZero() || sc.TermAt.Before(mainExit.At) || sc.Running {
+			t.Errorf("%s: want SIGTERM after main exited: %+v (main exit %v)", name, sc, mainExit)
+		}
+	}
+	if err := cs.CoreV1().Pods(ns).Delete(context.Background(), p.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitPodGone(t, cs, ns, p.Name, p.UID, 10*time.Second)
+}

@@ -273,8 +273,9 @@ func (w *podWorker) run() {
 		if !w.deleting {
 			w.terminal = w.phaseLocked(true)
 		}
+		phase := w.terminal
 		w.mu.Unlock()
-		w.logf("all containers ended: pod %s", w.terminal)
+		w.logf("all containers ended: pod %s", phase)
 		w.stopSidecars()
 		w.releaseIP()
 		w.markDirty()
@@ -644,14 +645,15 @@ func (w *podWorker) stopSidecars() {
 			defer wg.Done()
 			floor := time.Now().Add(minGrace)
 			dl := w.deadlineFn()
+			// A pod that ended by itself gives its sidecars the pod's grace.
+			ownEnd := time.Now().Add(time.Duration(graceSeconds(w.snapshotPod())) * time.Second)
 			w.stopContainer(c, c.kind == nativeSidecarCtr, func() time.Time {
 				w.mu.Lock()
 				deleting := w.deleting
 				w.mu.Unlock()
 				d := dl()
 				if !deleting {
-					// Pod ended by itself: the sidecar gets the pod's grace.
-					d = time.Now().Add(time.Duration(graceSeconds(w.snapshotPod())) * time.Second)
+					d = ownEnd
 				}
 				if d.Before(floor) {
 					return floor
@@ -704,6 +706,7 @@ func (w *podWorker) terminate() {
 	}
 	w.mu.Lock()
 	w.terminal = w.phaseLocked(true)
+	phase := w.terminal
 	skip := w.goneAPI || w.noAPI
 	w.mu.Unlock()
 	if !skip {
@@ -717,7 +720,7 @@ func (w *podWorker) terminate() {
 	w.mu.Lock()
 	w.finished = true
 	w.mu.Unlock()
-	w.event("", "Deleted", nil, "pod %s", w.terminal)
+	w.event("", "Deleted", nil, "pod %s", phase)
 	w.k.forget(w, true)
 }
 
