@@ -66,6 +66,11 @@ func Handler(o ServerOptions) http.Handler {
 			}
 			serveVerdict(w, r, o.Live.Verdict(r.Context()), o.VerboseRemote)
 		case "/metrics":
+			// The gauges follow the aggregator's rounds; make sure there is a
+			// recent one (cached ≤ --interval, like /health), so a pod nobody
+			// has probed yet does not show meshready_ready 0 while /health
+			// would say 200.
+			o.Ready.Verdict(r.Context())
 			metrics.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)

@@ -133,6 +133,26 @@ func TestMetricsFollowVerdicts(t *testing.T) {
 	}
 }
 
+// A pod nobody has probed yet: /metrics must not say meshready_ready 0 while
+// /health would say 200 (before, the gauges moved only on /health calls).
+func TestMetricsTellTheTruthWithoutAProbe(t *testing.T) {
+	t.Parallel()
+	m := NewMetrics("v", "c")
+	a := NewAggregator([]Check{constCheck("envoy.live", passf("LIVE"))}, AggregatorOptions{Interval: time.Hour, Observe: m.ObserveVerdict})
+	rec := httptest.NewRecorder()
+	Handler(ServerOptions{Ready: a, Metrics: m}).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	for _, want := range []string{"meshready_ready 1", `meshready_check_status{check="envoy.live",status="pass"} 1`, "meshready_check_rounds_total 1"} {
+		if !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	// Scrapes share the round like probes do.
+	Handler(ServerOptions{Ready: a, Metrics: m}).ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/metrics", nil))
+	if n := a.Rounds(); n != 1 {
+		t.Errorf("%d rounds for two scrapes within the interval, want 1", n)
+	}
+}
+
 // Slow clients holding connections open must not delay the kubelet's probe.
 func TestSlowClientsDoNotStarveTheProbe(t *testing.T) {
 	t.Parallel()

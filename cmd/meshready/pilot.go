@@ -79,7 +79,11 @@ func (p *PilotFlags) meshOptions(f *AgentFlags, m *probe.Metrics, checkTimeout t
 		// path where it exists.
 		u, err := url.Parse(f.EnvoyAdmin)
 		if err == nil {
-			if c, err := pilotclient.New("http://"+net.JoinHostPort(u.Hostname(), "15004"), opts...); err == nil {
+			// Its requests are counted as source="agent": they reach Istio's
+			// agent on this pod, not Pilot's own syncz.
+			agentOpts := append(append([]pilotclient.Option{}, opts...),
+				pilotclient.WithOnRequest(func(_, code string) { requests.WithLabelValues("agent", code).Inc() }))
+			if c, err := pilotclient.New("http://"+net.JoinHostPort(u.Hostname(), "15004"), agentOpts...); err == nil {
 				mo.AgentPilot = c
 			}
 		}
