@@ -128,8 +128,9 @@ func TestProbeNotStarvedByHostileConnections(t *testing.T) {
 				worst = max(worst, d)
 				time.Sleep(20 * time.Millisecond)
 			}
-			// Well inside the kubelet's 1s, with room for a loaded CI machine.
-			if worst > 400*time.Millisecond {
+			// Well inside the kubelet's 1s, with room for a loaded 2-core machine
+			// under -race (the old server: every probe timed out at 1s).
+			if worst > 600*time.Millisecond {
 				t.Fatalf("slowest of 20 probes took %s (want well inside 1s)", worst.Round(time.Millisecond))
 			}
 			t.Logf("slowest of 20 probes: %s", worst.Round(time.Millisecond))
