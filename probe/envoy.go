@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/meshready/meshready/envoyadmin"
 )
@@ -55,6 +56,12 @@ type envoyState struct {
 	firstGood *envoyadmin.ReadinessFacts
 	cdsHealth subscriptionHealth
 	ldsHealth subscriptionHealth
+
+	// culprits' cache (under configMu): what /config_dump named last, for
+	// which counters, when.
+	culpritSig string
+	culpritAt  time.Time
+	culpritMsg string
 }
 
 // subscriptionHealth follows one xDS subscription after the first good
@@ -176,9 +183,17 @@ func (e *envoyState) config(ctx context.Context) (Result, error) {
 			e.ldsHealth = subscriptionHealth{accounted: f.LDS.UpdateRejected}
 			return passf("config received: " + counts), nil
 		case received:
-			return failf(fmt.Sprintf("config not fully received: %d clusters, %d listeners warming", f.WarmingClusters, f.WarmingListeners)), nil
+			msg := fmt.Sprintf("%d clusters, %d listeners warming", f.WarmingClusters, f.WarmingListeners)
+			if c := e.culprits(ctx, f); c != "" {
+				msg = c + " (" + msg + ")"
+			}
+			return failf("config not fully received: " + msg), nil
 		case f.CDS.UpdateRejected > 0 || f.LDS.UpdateRejected > 0:
-			return failf("config received but rejected: " + counts), nil
+			msg := "config received but rejected: " + counts
+			if c := e.culprits(ctx, f); c != "" {
+				msg += "; " + c
+			}
+			return failf(msg), nil
 		case !f.CDS.Present && !f.LDS.Present:
 			return failf("config not received from Pilot (is Pilot running?): Envoy has no cds/lds subscription stats"), nil
 		default:
@@ -190,10 +205,18 @@ func (e *envoyState) config(ctx context.Context) (Result, error) {
 	ldsRejected := e.ldsHealth.observe(f.LDS)
 	switch {
 	case cdsRejected > 0 || ldsRejected > 0:
-		return Result{Status: Degraded, Message: fmt.Sprintf("a push was rejected after the first good config (cds %d, lds %d rejected, no good update since); Envoy keeps serving its last good config",
-			cdsRejected, ldsRejected)}, nil
+		msg := fmt.Sprintf("a push was rejected after the first good config (cds %d, lds %d rejected, no good update since); Envoy keeps serving its last good config",
+			cdsRejected, ldsRejected)
+		if c := e.culprits(ctx, f); c != "" {
+			msg += "; " + c
+		}
+		return Result{Status: Degraded, Message: msg}, nil
 	case warming:
-		return Result{Status: Degraded, Message: fmt.Sprintf("%d clusters, %d listeners warming after the first good config", f.WarmingClusters, f.WarmingListeners)}, nil
+		msg := fmt.Sprintf("%d clusters, %d listeners warming after the first good config", f.WarmingClusters, f.WarmingListeners)
+		if c := e.culprits(ctx, f); c != "" {
+			msg += ": " + c
+		}
+		return Result{Status: Degraded, Message: msg}, nil
 	}
 	return passf("config received: " + counts), nil
 }

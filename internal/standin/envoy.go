@@ -32,6 +32,9 @@ type EnvoyState struct {
 	InboundRqActive uint64
 	InboundRqTotal  uint64
 	NodeID          string
+	// ConfigDump, when set, is served as /config_dump (a real captured dump,
+	// or a crafted one); unset, /config_dump is 404.
+	ConfigDump string
 }
 
 // Envoy is an httptest server answering /stats, /server_info and the POST
@@ -91,6 +94,13 @@ func (e *Envoy) serve(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		fmt.Fprintf(w, "{\n \"version\": \"standin/1.0.0/Clean/RELEASE/BoringSSL\",\n \"state\": %q,\n \"command_line_options\": {\n  \"service_node\": %q\n },\n \"node\": {\n  \"id\": %q\n }\n}\n",
 			stateName(s.State), "", s.NodeID)
+	case "/config_dump":
+		if s.ConfigDump == "" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, s.ConfigDump)
 	case "/drain_listeners", "/healthcheck/fail", "/healthcheck/ok", "/quitquitquit":
 		if r.Method != http.MethodPost {
 			http.Error(w, "This endpoint requires POST", http.StatusBadRequest)
