@@ -50,10 +50,17 @@ const (
 	EtcdURL      = "http://127.0.0.1:2379"
 	// IstiodIP is istiod's "pod IP": inside PodCIDR, so its Service's
 	// EndpointSlice is valid, and out of the kubelet stand-in's range.
-	IstiodIP        = "10.244.255.10"
-	IstiodXDS       = IstiodIP + ":15010" // plaintext ADS (proxyless gRPC, stand-ins)
-	IstiodDebugURL  = "http://" + IstiodIP + ":15014"
-	IstiodReadyURL  = "http://" + IstiodIP + ":8080/ready"
+	IstiodIP         = "10.244.255.10"
+	IstiodXDS        = IstiodIP + ":15010" // plaintext ADS (proxyless gRPC, stand-ins)
+	IstiodMonitorURL = "http://" + IstiodIP + ":15014"
+	// IstiodDebugURL is istiod's HTTP debug server (syncz, config_dump) on
+	// loopback. istiod serves /debug/* to unauthenticated callers only from
+	// a loopback address (allowAuthenticatedOrLocalhost); its :15014 on the
+	// pod address answers 401 to a caller without a Kubernetes token it can
+	// review. All pods here share one network namespace, so they reach this
+	// one; a real pod would go through its agent's :15004 or present a token.
+	IstiodDebugURL  = "http://127.0.0.1:8080"
+	IstiodReadyURL  = IstiodDebugURL + "/ready"
 	PrometheusURL   = "http://127.0.0.1:9090"
 	IstioNamespace  = "istio-system"
 	ServiceCIDR     = "10.0.0.0/24"

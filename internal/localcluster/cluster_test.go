@@ -115,9 +115,13 @@ func TestWholeControlPlane(t *testing.T) {
 	if out, err := c.Kubectl(ctx, nil, "get", "virtualservices.networking.istio.io", "-A"); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
-	// istiod answers syncz on its pod address, as the agent and the release controller ask it.
+	// istiod answers syncz on loopback, as the agents here ask it; on its
+	// pod address it wants a token (401), as a real istiod does.
 	if err := get(ctx, insecureHealth, IstiodDebugURL+"/debug/syncz", "["); err != nil {
 		t.Fatalf("istiod syncz: %v\n%s", err, c.Describe())
+	}
+	if err := get(ctx, insecureHealth, IstiodMonitorURL+"/debug/syncz", "["); err == nil || !strings.Contains(err.Error(), "401") {
+		t.Errorf("istiod's :15014 on its pod address answered syncz without a token (%v): its authentication is off?", err)
 	}
 	// Restart is bounded and istiod comes back.
 	if err := c.RestartIstiod(ctx, 100*time.Millisecond); err != nil {

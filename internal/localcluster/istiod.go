@@ -67,10 +67,9 @@ defaultConfig:
 // StartIstiod starts (or restarts, after StopIstiod) the real istiod and
 // waits for its /ready.
 //
-// ENABLE_DEBUG_ENDPOINT_AUTH=false: istiod's debug endpoints (syncz) answer
-// unauthenticated callers only from loopback, and pods here reach istiod on
-// 10.244.255.10. With auth on, callers need a Kubernetes token that istiod
-// reviews; the kubelet stand-in does not mint projected tokens yet.
+// ENABLE_DEBUG_ENDPOINT_AUTH=false turns off istiod's namespace-based
+// authorisation of debug calls (which proxies a caller may ask about); the
+// authentication of non-loopback callers stays (see IstiodDebugURL).
 func (c *Cluster) StartIstiod(ctx context.Context) error {
 	kc, mesh, err := c.writeIstiodConfig(ctx)
 	if err != nil {
@@ -84,7 +83,7 @@ func (c *Cluster) StartIstiod(ctx context.Context) error {
 	p, err := c.run("istiod", c.bin("pilot-discovery"), []string{
 		"discovery", "--kubeconfig=" + kc, "--meshConfig=" + mesh,
 		"--networksConfig=" + filepath.Join(c.Dir, "meshNetworks.yaml"),
-		"--httpAddr=" + IstiodIP + ":8080", "--httpsAddr=" + IstiodIP + ":15017",
+		"--httpAddr=127.0.0.1:8080", "--httpsAddr=" + IstiodIP + ":15017",
 		"--grpcAddr=" + IstiodXDS, "--secureGRPCAddr=" + IstiodIP + ":15012",
 		"--monitoringAddr=" + IstiodIP + ":15014", "--ctrlz_port=9876",
 		"--log_output_level=default:info",
