@@ -20,6 +20,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/meshready/meshready/internal/localcluster"
 )
 
 // The agent under test is the real binary, built once by TestMain from the
@@ -30,6 +32,10 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	// Every test runs in a private network namespace: the real control
+	// plane's pods need 10.244.x.y (clustermesh_test.go), and the in-process
+	// Pilot's tests keep their 127.x addresses there too.
+	localcluster.EnterNetns()
 	flag.Parse()
 	dir, err := os.MkdirTemp("", "meshready-integration-")
 	if err != nil {
@@ -43,6 +49,7 @@ func TestMain(m *testing.M) {
 		fmt.Printf("built the agent and the greeter in %s\n", time.Since(start).Round(time.Millisecond))
 	}
 	code := m.Run()
+	stopClusterMesh(code != 0)
 	_ = os.RemoveAll(dir)
 	os.Exit(code)
 }

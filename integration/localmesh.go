@@ -797,16 +797,22 @@ func (s *syncBuffer) String() string {
 // this module) into dir. integrationDir is this module's directory.
 func BuildBinaries(integrationDir, dir string) (agent, greeterBin string, err error) {
 	agent, greeterBin = filepath.Join(dir, "meshready"), filepath.Join(dir, "greeter")
-	for _, b := range []struct{ wd, out, pkg string }{
-		{filepath.Join(integrationDir, ".."), agent, "./cmd/meshready"},
-		{integrationDir, greeterBin, "./cmd/greeter"},
-	} {
-		cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", b.out, b.pkg)
-		cmd.Dir = b.wd
-		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return "", "", fmt.Errorf("go build %s (in %s): %v\n%s", b.pkg, b.wd, err, out)
-		}
+	if err := goBuild(filepath.Join(integrationDir, ".."), agent, "./cmd/meshready"); err != nil {
+		return "", "", err
+	}
+	if err := goBuild(integrationDir, greeterBin, "./cmd/greeter"); err != nil {
+		return "", "", err
 	}
 	return agent, greeterBin, nil
+}
+
+// goBuild builds pkg (in module directory wd) as a static stripped binary.
+func goBuild(wd, out, pkg string) error {
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", out, pkg)
+	cmd.Dir = wd
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s (in %s): %v\n%s", pkg, wd, err, b)
+	}
+	return nil
 }
