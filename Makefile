@@ -76,7 +76,7 @@ size: build
 # pod's life, then a rolling restart naive vs meshready under load. About a
 # minute with cached builds; the first build of istio's graph takes ~13 min
 # on 2 cores. DEMO_FLAGS: -lag 0s, -rate N, -linger 60s, -v.
-demo:
+demo: cluster-bins
 	cd integration && $(GO) run ./cmd/demo $(DEMO_FLAGS)
 
 # The real control plane's binaries (kube-apiserver, kube-controller-manager,
@@ -104,8 +104,8 @@ loadtest: build
 # Against Istio's real discovery server (its own module: istio's dependency
 # graph is ~700 MB). Without -race: the in-process Pilot is too slow under the
 # race detector for the 200-pod load test (integration/README.md).
-integration:
-	cd integration && $(GO) test -count=1 -timeout 25m ./...
+integration: cluster-bins
+	cd integration && MESHREADY_REQUIRE_CLUSTER=$${MESHREADY_REQUIRE_CLUSTER:-1} $(GO) test -count=1 -timeout 25m ./...
 
 .PHONY: image image-test
 
