@@ -107,10 +107,18 @@ func (d *DataPlane) statsLocked() []stat {
 			promName: "envoy_listener_downstream_cx_active", promLabels: `listener_address="0.0.0.0_15006"`},
 		{name: "listener.0.0.0.0_15006.worker_0.downstream_cx_active", kind: statGauge, val: d.inbound.ActiveConnections, used: true,
 			promName: "envoy_listener_worker_downstream_cx_active", promLabels: `listener_address="0.0.0.0_15006",worker_id="0"`},
-		{name: "http.inbound_0.0.0.0_8080.downstream_rq_active", kind: statGauge, val: d.inbound.ActiveRequests, used: d.inbound != Inbound{},
-			promName: "envoy_http_downstream_rq_active", promLabels: `http_conn_manager_prefix="inbound_0.0.0.0_8080"`},
-		{name: "http.inbound_0.0.0.0_8080.downstream_rq_total", kind: statCounter, val: d.inbound.TotalRequests, used: d.inbound.TotalRequests > 0,
-			promName: "envoy_http_downstream_rq_total", promLabels: `http_conn_manager_prefix="inbound_0.0.0.0_8080"`},
+	}
+	hcms := d.inPorts
+	if len(hcms) == 0 {
+		hcms = map[int]*Inbound{8080: &d.inbound}
+	}
+	for port, in := range hcms {
+		prefix := "inbound_0.0.0.0_" + strconv.Itoa(port)
+		st = append(st,
+			stat{name: "http." + prefix + ".downstream_rq_active", kind: statGauge, val: in.ActiveRequests, used: *in != Inbound{},
+				promName: "envoy_http_downstream_rq_active", promLabels: `http_conn_manager_prefix="` + prefix + `"`},
+			stat{name: "http." + prefix + ".downstream_rq_total", kind: statCounter, val: in.TotalRequests, used: in.TotalRequests > 0,
+				promName: "envoy_http_downstream_rq_total", promLabels: `http_conn_manager_prefix="` + prefix + `"`})
 	}
 	for _, s := range []struct {
 		prefix string

@@ -291,6 +291,9 @@ func TestIstioStandardMetrics(t *testing.T) {
 		t.Fatalf("gRPC with no app: %v; want UNAVAILABLE with Envoy's message", err)
 	}
 
+	// A request is counted when its stream ends, which the caller may see
+	// a moment before the stand-in's handler returns.
+	waitCounted(t, "http://"+m.statsAddr+"/stats/prometheus", 10)
 	for _, url := range []string{"http://" + m.statsAddr + "/stats/prometheus", m.d.AdminURL() + "/stats/prometheus"} {
 		t.Run(url, func(t *testing.T) {
 			fams := scrape(t, url)
@@ -347,10 +350,15 @@ func TestIstioStandardMetrics(t *testing.T) {
 					t.Errorf("le=25 holds %d requests; the 30 ms one should not be there", b.GetCumulativeCount())
 				}
 			}
-			// Envoy's own stats are there too, and the agent's drain counter
-			// counted the same requests.
-			if rq := fams["envoy_http_downstream_rq_total"]; rq == nil || rq.GetMetric()[0].GetCounter().GetValue() != 10 {
-				t.Errorf("envoy_http_downstream_rq_total: %v, want 10", rq)
+			// Envoy's own stats are there too: each inbound port's HTTP
+			// connection manager counted its requests.
+			perPort := map[string]float64{}
+			for _, s := range fams["envoy_http_downstream_rq_total"].GetMetric() {
+				perPort[labelsOf(s)["http_conn_manager_prefix"]] = s.GetCounter().GetValue()
+			}
+			want := map[string]float64{"inbound_0.0.0.0_" + port(m.httpIn): 5, "inbound_0.0.0.0_" + port(m.grpcIn): 3, "inbound_0.0.0.0_" + port(m.deadIn): 2}
+			if !maps.Equal(perPort, want) {
+				t.Errorf("envoy_http_downstream_rq_total by HCM %v, want %v", perPort, want)
 			}
 		})
 	}
@@ -361,6 +369,7 @@ func TestIstioStandardMetrics(t *testing.T) {
 func TestAgentParsesExposition(t *testing.T) {
 	m := startMesh(t)
 	get(t, "http://"+m.httpIn+"/ok")
+	waitCounted(t, m.d.AdminURL()+"/stats/prometheus", 1)
 	resp, err := http.Get(m.d.AdminURL() + "/stats/prometheus?text_readouts")
 	if err != nil {
 		t.Fatal(err)
@@ -382,6 +391,30 @@ func TestAgentParsesExposition(t *testing.T) {
 	if n != 1 {
 		t.Errorf("istio_requests_total as the agent reads it: %d, want 1", n)
 	}
+}
+
+// waitCounted waits until istio_requests_total at url sums to n.
+func waitCounted(t *testing.T, url string, n float64) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var sum float64
+		for _, s := range scrape(t, url)["istio_requests_total"].GetMetric() {
+			sum += s.GetCounter().GetValue()
+		}
+		if sum == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("istio_requests_total sums to %v, want %v", sum, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func port(hostport string) string {
+	_, p, _ := net.SplitHostPort(hostport)
+	return p
 }
 
 func merge(a, b map[string]string) map[string]string {

@@ -162,6 +162,7 @@ type DataPlane struct {
 	connected bool
 	connects  int
 	inbound   Inbound
+	inPorts   map[int]*Inbound // per ServeInbound port: its HCM's requests
 	posts     []string
 	adminReqs map[string]int
 	changed   chan struct{}
@@ -207,7 +208,8 @@ type resource struct {
 
 // Inbound is the inbound traffic the stand-in reports, as Istio's
 // virtualInbound listener (0.0.0.0_15006) and inbound HTTP connection
-// manager (inbound_0.0.0.0_8080) do.
+// managers do: one per ServeInbound port (inbound_0.0.0.0_PORT), or, with
+// no ServeInbound, the one of port 8080 holding what SetInbound set.
 type Inbound struct {
 	ActiveConnections uint64
 	ActiveRequests    uint64

@@ -59,19 +59,29 @@ func (d *DataPlane) ServeInbound(addr, appAddr string) error {
 	if err != nil {
 		return fmt.Errorf("stand-in inbound listener %q: port %q", addr, p)
 	}
+	d.mu.Lock()
+	if d.inPorts == nil {
+		d.inPorts = map[int]*Inbound{}
+	}
+	hcm := d.inPorts[port]
+	if hcm == nil {
+		hcm = &Inbound{}
+		d.inPorts[port] = hcm
+	}
+	d.mu.Unlock()
 	target := &url.URL{Scheme: "http", Host: appAddr}
 	proxy := d.reverseProxy(func(*http.Request) (*url.URL, error) { return target, nil })
 	counted := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		began := time.Now()
 		d.mu.Lock()
-		d.inbound.ActiveRequests++
-		d.inbound.TotalRequests++
+		hcm.ActiveRequests++
+		hcm.TotalRequests++
 		d.mu.Unlock()
 		rw := &recorder{ResponseWriter: w, flags: "-"}
 		defer func() {
 			aborted := recover()
 			d.mu.Lock()
-			d.inbound.ActiveRequests--
+			hcm.ActiveRequests--
 			d.mu.Unlock()
 			code := rw.code
 			if aborted != nil && rw.flags == "-" {

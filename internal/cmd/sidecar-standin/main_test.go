@@ -297,7 +297,24 @@ func TestBinary(t *testing.T) {
 
 // checkRequests scrapes url and wants the two inbound requests counted
 // with this pod's labels.
+// A request is counted when its stream ends, a moment after the caller may
+// have its answer: poll briefly.
 func checkRequests(t *testing.T, url string) {
+	t.Helper()
+	want := "web-v3 shop/web.shop.svc.cluster.local web v3 http 200 - 2" // waitFor's successful probe and the second request
+	var got []string
+	for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		got = scrapeRequests(t, url)
+		if (len(got) == 1 && got[0] == want) || time.Now().After(deadline) {
+			break
+		}
+	}
+	if len(got) != 1 || got[0] != want {
+		t.Errorf("istio_requests_total at %s: %q, want [%q]", url, got, want)
+	}
+}
+
+func scrapeRequests(t *testing.T, url string) []string {
 	t.Helper()
 	resp, err := http.Get(url)
 	if err != nil {
@@ -318,10 +335,7 @@ func checkRequests(t *testing.T, url string) {
 		got = append(got, fmt.Sprintf("%s %s/%s %s %s %s %s %s %v", l["destination_workload"], l["destination_workload_namespace"],
 			l["destination_service"], l["destination_app"], l["destination_version"], l["request_protocol"], l["response_code"], l["response_flags"], m.GetCounter().GetValue()))
 	}
-	// waitFor's successful probe and the second request.
-	if want := "web-v3 shop/web.shop.svc.cluster.local web v3 http 200 - 2"; len(got) != 1 || got[0] != want {
-		t.Errorf("istio_requests_total at %s: %q, want [%q]", url, got, want)
-	}
+	return got
 }
 
 // No Pilot: it keeps retrying, logs the error once, and exits 1 with one
