@@ -297,11 +297,6 @@ func drainNote(d string) string {
 	return " (drain ended: " + d + ")"
 }
 
-// podLine is a pod's log line for narration.
-func podLine(pod, line string) string {
-	return fmt.Sprintf("    %s | %s", pod, strings.TrimRight(line, "\n"))
-}
-
 // FirstCall waits for the first run of the app of Deployment app (a
 // CallerManifest) to log its first outbound call, and returns that line.
 func (m *ClusterMesh) FirstCall(ctx context.Context, app string, d time.Duration) (string, error) {

@@ -55,11 +55,11 @@ func needClusterMesh(t *testing.T) *ClusterMesh {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 		defer cancel()
-		out := os.Stdout
-		if !testing.Verbose() {
-			out = nil
+		var out io.Writer = io.Discard
+		if testing.Verbose() {
+			out = os.Stdout
 		}
-		clusterMesh, clusterErr = StartClusterMesh(ctx, ClusterMeshOptions{Dir: clusterDir, Bins: bins, Out: writerOrDiscard(out)})
+		clusterMesh, clusterErr = StartClusterMesh(ctx, ClusterMeshOptions{Dir: clusterDir, Bins: bins, Out: out})
 	})
 	if clusterErr != nil {
 		t.Fatalf("local mesh on the real control plane: %v (run dir %s)", clusterErr, clusterDir)
@@ -78,17 +78,6 @@ func stopClusterMesh(failed bool) {
 	} else if clusterDir != "" {
 		fmt.Fprintf(os.Stderr, "local mesh run dir kept for its logs: %s\n", clusterDir)
 	}
-}
-
-type discard struct{}
-
-func (discard) Write(p []byte) (int, error) { return len(p), nil }
-
-func writerOrDiscard(f *os.File) interface{ Write([]byte) (int, error) } {
-	if f == nil {
-		return discard{}
-	}
-	return f
 }
 
 // TestClusterRollingRestart: the Deployment controller's own rolling

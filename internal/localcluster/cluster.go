@@ -26,7 +26,6 @@ package localcluster
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -427,15 +426,4 @@ func get(ctx context.Context, hc *http.Client, url, want string) error {
 		return fmt.Errorf("GET %s: %d %q", url, resp.StatusCode, strings.TrimSpace(string(body)))
 	}
 	return nil
-}
-
-// caPool is the cluster CA, for clients that verify the apiserver.
-func (c *Cluster) caPool() (*x509.CertPool, error) {
-	pem, err := os.ReadFile(c.pki.CAFile)
-	if err != nil {
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(pem)
-	return pool, nil
 }
