@@ -9,9 +9,21 @@ FUZZTIME ?= 10s
 # Packages with fuzz targets; `make fuzz` runs each target for $(FUZZTIME).
 FUZZ_PKGS := ./envoyadmin ./probe ./pilotclient ./lint
 
-.PHONY: all build build-meshrelease lint-examples agent-deps test deps fmt-check vet unit bench fuzz run clean size loadtest integration demo cluster-bins
+.PHONY: all generate generate-check build build-meshrelease lint-examples agent-deps test deps fmt-check vet unit bench fuzz run clean size loadtest integration demo cluster-bins
 
 all: build
+
+# The Release API's generated parts (api/v1alpha1): deepcopy and the CRD in
+# config/crd/bases, by controller-gen pinned in tools/controller-gen.
+# generate-check fails when the committed files are stale (CI).
+CONTROLLER_GEN := $(GO) run -modfile=tools/controller-gen/go.mod sigs.k8s.io/controller-tools/cmd/controller-gen
+generate:
+	$(CONTROLLER_GEN) object paths=./api/...
+	$(CONTROLLER_GEN) crd paths=./api/... output:crd:artifacts:config=config/crd/bases
+
+generate-check: generate
+	@git diff --exit-code -- api/v1alpha1/zz_generated.deepcopy.go config/crd/bases || \
+	  { echo "generated files are stale: run make generate and commit"; exit 1; }
 
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=false -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/meshready

@@ -40,6 +40,8 @@ type ReleaseList struct {
 // ReleaseSpec is what the user asks for. The CLI's pause, resume, promote
 // and abort are edits of paused, promote and abort; everything the
 // controller knows lives in status.
+//
+// +kubebuilder:validation:XValidation:rule="!has(self.steps) || self.steps[size(self.steps)-1] == 100",message="the last of spec.steps must be 100"
 type ReleaseSpec struct {
 	// Service is the Kubernetes Service (in the Release's namespace) whose
 	// host the VirtualService routes; its selector's app label names the
@@ -71,17 +73,21 @@ type ReleaseSpec struct {
 	// Interval is one analysis window, measured from the moment the gate
 	// opened.
 	// +kubebuilder:default="1m"
+	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="must be a positive duration such as 30s, 1m or 1m30s"
 	// +optional
 	Interval metav1.Duration `json:"interval,omitempty"`
 
 	// ProgressDeadline bounds the wait for To's pods to be Ready.
 	// +kubebuilder:default="10m"
+	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="must be a positive duration such as 30s, 1m or 1m30s"
 	// +optional
 	ProgressDeadline metav1.Duration `json:"progressDeadline,omitempty"`
 
+	// +kubebuilder:default={}
 	// +optional
 	Analysis Analysis `json:"analysis,omitempty"`
 
+	// +kubebuilder:default={}
 	// +optional
 	Propagation Propagation `json:"propagation,omitempty"`
 
@@ -108,16 +114,25 @@ type ReleaseSpec struct {
 // ReleaseTarget names the version to release and where its pods come from:
 // Image clones from's Deployment as <app>-<version> with that image;
 // Deployment adopts one the user made. Exactly one of the two.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.image) != has(self.deployment)",message="exactly one of spec.to.image and spec.to.deployment must be set"
+// +kubebuilder:validation:XValidation:rule="!has(self.container) || has(self.image)",message="spec.to.container goes with spec.to.image only"
 type ReleaseTarget struct {
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$`
 	Version string `json:"version"`
+	// Image is the image To's pods run (a Deployment <app>-<version> is
+	// cloned from From's).
+	// +kubebuilder:validation:MinLength=1
 	// +optional
 	Image string `json:"image,omitempty"`
 	// Container is the container whose image Image replaces (default: the
 	// first).
 	// +optional
 	Container string `json:"container,omitempty"`
+	// Deployment names a Deployment the user made for To (adopted, not
+	// cloned).
+	// +kubebuilder:validation:MinLength=1
 	// +optional
 	Deployment string `json:"deployment,omitempty"`
 }
@@ -186,6 +201,7 @@ type Propagation struct {
 	// Timeout: a proxy that has not ACKed by then pauses the release and
 	// is named in status.
 	// +kubebuilder:default="2m"
+	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="must be a positive duration such as 30s, 1m or 1m30s"
 	// +optional
 	Timeout metav1.Duration `json:"timeout,omitempty"`
 }
