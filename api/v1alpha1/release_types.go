@@ -277,6 +277,10 @@ type ReleaseStatus struct {
 	// it is where a restarted controller picks up.
 	// +optional
 	Stage Stage `json:"stage,omitempty"`
+	// StageStartedAt is when the controller entered Stage (the progress
+	// deadline and the propagation timeout count from it).
+	// +optional
+	StageStartedAt *metav1.Time `json:"stageStartedAt,omitempty"`
 	// Step is the index into spec.steps being worked on (-1: none yet).
 	// +optional
 	Step int32 `json:"step"`
