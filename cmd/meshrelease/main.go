@@ -1,7 +1,9 @@
 // Command meshrelease is the release side of meshready (DESIGN.md, "Part
-// two"). For now: `lint`, the onboarding rules a service must satisfy before
-// the mesh and a release treat it right, and `version`. This package only
-// wires: the rules are package lint, the cluster reading lint/cluster.
+// two"): the release verbs (start, list, status, pause, resume, promote,
+// abort: package releasecli, edits of Release objects); `lint`, the
+// onboarding rules a service must satisfy before the mesh and a release
+// treat it right; and `version`. This package only wires: the rules are
+// package lint, the cluster reading lint/cluster.
 package main
 
 import (
@@ -14,6 +16,7 @@ import (
 	"github.com/alecthomas/kong"
 
 	"github.com/meshready/meshready/internal/oneline"
+	"github.com/meshready/meshready/releasecli"
 )
 
 // Set by the Makefile with -ldflags -X.
@@ -32,8 +35,9 @@ const (
 // CLI is the whole command line. Every flag can also come from the
 // environment as MESHRELEASE_<FLAG_IN_UPPER_SNAKE>.
 type CLI struct {
-	Lint    LintCmd    `cmd:"" help:"Check Services, Deployments, DestinationRules and VirtualServices against the onboarding rules (exit 0 no error, 1 errors, 2 input not readable)."`
-	Version VersionCmd `cmd:"" help:"Print version, commit and Go version."`
+	releasecli.Commands `embed:""`
+	Lint                LintCmd    `cmd:"" help:"Check Services, Deployments, DestinationRules and VirtualServices against the onboarding rules (exit 0 no error, 1 errors, 2 input not readable)."`
+	Version             VersionCmd `cmd:"" help:"Print version, commit and Go version."`
 }
 
 // Env is what every command gets besides its flags.
@@ -69,7 +73,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) (code int) {
 	var cli CLI
 	parser, err := kong.New(&cli,
 		kong.Name("meshrelease"),
-		kong.Description("Releases on the mesh: the onboarding lint (more to come: DESIGN.md, part two)."),
+		kong.Description("Releases on the mesh: start, follow and steer Release objects (the controller does the work), and the onboarding lint."),
 		kong.DefaultEnvars("MESHRELEASE"),
 		kong.Writers(stdout, stderr),
 		kong.Exit(func(code int) { panic(exitRequest(code)) }),
@@ -86,10 +90,14 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) (code int) {
 	if kctx == nil || kctx.Command() == "" {
 		return exitOK
 	}
-	if err := kctx.Run(&Env{Stdin: stdin, Stdout: stdout, Stderr: stderr}); err != nil {
+	if err := kctx.Run(&Env{Stdin: stdin, Stdout: stdout, Stderr: stderr}, &releasecli.IO{Stdout: stdout, Stderr: stderr}); err != nil {
 		var ec exitCode
 		if errors.As(err, &ec) {
 			return int(ec)
+		}
+		var rc releasecli.ExitCode
+		if errors.As(err, &rc) {
+			return int(rc)
 		}
 		fmt.Fprintf(stderr, "meshrelease: %s\n", oneline.Cut(err.Error(), 1000))
 		return exitBadInput
