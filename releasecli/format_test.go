@@ -48,9 +48,9 @@ func progressing() *v1alpha1.Release {
 			History: []v1alpha1.HistoryRow{{
 				Step: 0, Weight: 10, GateWrittenAt: at("18:08:00"), GateOpenedAt: &metav1.Time{Time: at("18:08:00").Add(420 * time.Millisecond)},
 				WindowStart: at("18:08:00"), WindowEnd: at("18:09:00"), Verdict: v1alpha1.VerdictPass,
-				Reason: "error rate 0.00% ≤ 1.00%, 118 requests ≥ 50",
-				To:     &v1alpha1.WindowNumbers{Requests: "118", Failed: "0", ErrorRate: "0", P50: "3.1", P99: "12"},
-				From:   &v1alpha1.WindowNumbers{Requests: "1062", Failed: "1", ErrorRate: "0.00094", P50: "3", P99: "11.5"},
+				Reason:   "error rate 0.00% ≤ 1.00%, 118 requests ≥ 50",
+				To:       &v1alpha1.WindowNumbers{Requests: "118", Failed: "0", ErrorRate: "0", P50: "3.1", P99: "12"},
+				From:     &v1alpha1.WindowNumbers{Requests: "1062", Failed: "1", ErrorRate: "0.00094", P50: "3", P99: "11.5"},
 				Observed: "10.0",
 			}},
 		},
@@ -68,8 +68,8 @@ func rolledBack() *v1alpha1.Release {
 		e := metav1.NewTime(s.Add(time.Minute))
 		r.Status.History = append(r.Status.History, v1alpha1.HistoryRow{
 			Step: 1, Weight: 25, WindowStart: s, WindowEnd: &e, Verdict: v1alpha1.VerdictFail,
-			Reason: "error rate 5.10% > 1.00%",
-			To:     &v1alpha1.WindowNumbers{Requests: "294", Failed: "15", ErrorRate: "0.051", P50: "3.2", P99: "14"},
+			Reason:   "error rate 5.10% > 1.00%",
+			To:       &v1alpha1.WindowNumbers{Requests: "294", Failed: "15", ErrorRate: "0.051", P50: "3.2", P99: "14"},
 			Observed: "24.9",
 		})
 	}

@@ -40,8 +40,6 @@ type ReleaseList struct {
 // ReleaseSpec is what the user asks for. The CLI's pause, resume, promote
 // and abort are edits of paused, promote and abort; everything the
 // controller knows lives in status.
-//
-// +kubebuilder:validation:XValidation:rule="!has(self.steps) || self.steps[size(self.steps)-1] == 100",message="the last of spec.steps must be 100"
 type ReleaseSpec struct {
 	// Service is the Kubernetes Service (in the Release's namespace) whose
 	// host the VirtualService routes; its selector's app label names the
@@ -67,6 +65,8 @@ type ReleaseSpec struct {
 	// +kubebuilder:validation:MaxItems=20
 	// +kubebuilder:validation:items:Minimum=1
 	// +kubebuilder:validation:items:Maximum=100
+	// +kubebuilder:validation:XValidation:rule="self[size(self)-1] == 100",message="the last step must be 100"
+	// +kubebuilder:validation:XValidation:rule="self.isSorted() && self.all(s, self.exists_one(t, t == s))",message="the steps must increase"
 	// +optional
 	Steps []int32 `json:"steps,omitempty"`
 
