@@ -99,10 +99,9 @@ type HostRouting struct {
 	// ("" for the subset-less cluster), from cluster names
 	// outbound|PORT|SUBSET|HOST.
 	Subsets map[string]bool
-	// Routes are the weighted destinations of each route of the host's
-	// virtual hosts, in order: subset → weight (a route to one cluster is
-	// that subset at 100).
-	Routes []map[string]uint32
+	// Routes are the routes of the host's virtual hosts, in order, with
+	// the weights of their destinations in this host.
+	Routes []Route
 	// Routed reports whether any virtual host serves the host: false means
 	// the proxy does not route to it at all (its Sidecar scope leaves it
 	// out), so it is no caller to wait for.
@@ -131,6 +130,16 @@ func (c *Client) HostRouting(ctx context.Context, proxyID, host string) (HostRou
 	}
 	hr.ProxyID = proxyID
 	return hr, nil
+}
+
+// Route is one route of a virtual host: its name (Istio copies the
+// VirtualService http route's name) and subset → weight of the
+// destinations in the host (one cluster is that subset at 100). Other is
+// set when it also sends to another host.
+type Route struct {
+	Name    string
+	Weights map[string]uint32
+	Other   bool
 }
 
 // dumpForRouting is the part of Pilot's config dump the gate reads; Pilot
@@ -171,6 +180,7 @@ type virtualHost struct {
 	Name    string   `json:"name"`
 	Domains []string `json:"domains"`
 	Routes  []struct {
+		Name  string `json:"name"`
 		Route struct {
 			Cluster     string          `json:"cluster"`
 			Weighted    *weightedGroups `json:"weightedClusters"`
@@ -223,10 +233,13 @@ func ParseHostRouting(r io.Reader, host string) (HostRouting, error) {
 				}
 				hr.Routed = true
 				for _, rt := range vh.Routes {
-					w := map[string]uint32{}
+					out := Route{Name: rt.Name, Weights: map[string]uint32{}}
+					w := out.Weights
 					if rt.Route.Cluster != "" {
 						if sub, h, ok := outboundCluster(rt.Route.Cluster); ok && h == host {
 							w[sub] = 100
+						} else {
+							out.Other = true
 						}
 					}
 					wg := rt.Route.Weighted
@@ -237,14 +250,13 @@ func ParseHostRouting(r io.Reader, host string) (HostRouting, error) {
 						for _, wc := range wg.Clusters {
 							sub, h, ok := outboundCluster(wc.Name)
 							if !ok || h != host {
+								out.Other = true
 								continue
 							}
 							w[sub] += weightOf(wc.Weight)
 						}
 					}
-					if len(w) > 0 {
-						hr.Routes = append(hr.Routes, w)
-					}
+					hr.Routes = append(hr.Routes, out)
 				}
 			}
 		}

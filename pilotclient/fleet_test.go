@@ -77,7 +77,7 @@ const (
    {"name":"other.shop.svc.cluster.local:8080","domains":["other.shop.svc.cluster.local"],"routes":[{"route":{"cluster":"outbound|8080|v1|other.shop.svc.cluster.local"}}]},
    {"name":"greeter.shop.svc.cluster.local:8080","domains":["greeter.shop.svc.cluster.local","greeter"],"routes":[
     {"match":{"headers":[{"name":"x-canary"}]},"route":{"cluster":"outbound|8080|v2|greeter.shop.svc.cluster.local","retryPolicy":{"numRetries":2}}},
-    {"route":{"weightedClusters":{"clusters":[{"name":"outbound|8080|v1|greeter.shop.svc.cluster.local","weight":90},{"name":"outbound|8080|v2|greeter.shop.svc.cluster.local","weight":10}]},"timeout":"3s"}}]}]}}]}]}`
+    {"name":"default","route":{"weightedClusters":{"clusters":[{"name":"outbound|8080|v1|greeter.shop.svc.cluster.local","weight":90},{"name":"outbound|8080|v2|greeter.shop.svc.cluster.local","weight":10}]},"timeout":"3s"}}]}]}}]}]}`
 	dumpSnake = `{"configs":[
  {"@type":"type.googleapis.com/envoy.admin.v3.RoutesConfigDump","dynamic_route_configs":[
   {"version_info":"2026-12-02T19:00:01Z/8","route_config":{"virtual_hosts":[
@@ -94,13 +94,13 @@ func TestParseHostRouting(t *testing.T) {
 		{name: "pilot's camelCase", in: dumpCamel, host: hostFQDN, want: HostRouting{
 			Version: "2026-12-02T19:00:01Z/7",
 			Subsets: map[string]bool{"": true, "v1": true, "v2": true},
-			Routes:  []map[string]uint32{{"v2": 100}, {"v1": 90, "v2": 10}},
+			Routes:  []Route{{Weights: map[string]uint32{"v2": 100}}, {Name: "default", Weights: map[string]uint32{"v1": 90, "v2": 10}}},
 			Routed:  true,
 		}},
 		{name: "envoy's snake_case, weights as strings and wrappers", in: dumpSnake, host: hostFQDN, want: HostRouting{
 			Version: "2026-12-02T19:00:01Z/8",
 			Subsets: map[string]bool{},
-			Routes:  []map[string]uint32{{"v1": 75, "v2": 25}},
+			Routes:  []Route{{Weights: map[string]uint32{"v1": 75, "v2": 25}}},
 			Routed:  true,
 		}},
 		{name: "a host the proxy does not route", in: dumpCamel, host: "nope.shop.svc.cluster.local", want: HostRouting{

@@ -64,6 +64,36 @@ func ReleaseRoute(vs *networking.VirtualService, service, namespace, from, to st
 	return found
 }
 
+// FindFrom finds the route that sends all of the host to one subset other
+// than to, and that subset: where a release starts. The default route (no
+// match conditions) wins over matched ones. -1, "" when there is none.
+func FindFrom(vs *networking.VirtualService, service, namespace, to string) (int, string) {
+	idx, from := -1, ""
+	for i, h := range vs.GetHttp() {
+		if len(h.GetRoute()) == 0 {
+			continue
+		}
+		mine := true
+		for _, d := range h.GetRoute() {
+			if !hostMatches(d.GetDestination().GetHost(), service, namespace) {
+				mine = false
+			}
+		}
+		if !mine {
+			continue
+		}
+		f := FullSubset(vs, i)
+		if f == "" || f == to {
+			continue
+		}
+		if len(h.GetMatch()) == 0 {
+			return i, f
+		}
+		idx, from = i, f
+	}
+	return idx, from
+}
+
 // FullSubset is the subset that holds 100 % of route i ("" if it is
 // split).
 func FullSubset(vs *networking.VirtualService, i int) string {
@@ -106,28 +136,15 @@ type patchOp struct {
 }
 
 // WeightsPatch is the JSON patch that gives route i of vs the weights
-// want (subset → percent; a subset at 0 is removed from the route, a new
-// one is added as a copy of from's destination with its subset changed,
-// so its port and header edits match). It returns nil when the route
-// already has them. resourceVersion guards the whole patch.
+// want (subset → percent; a subset in the route but not in want is
+// removed from it, one at 0 stays at weight 0, a new one is added as a
+// copy of from's destination with its subset changed, so its port and
+// header edits match). It returns nil when the route already has them.
+// resourceVersion guards the whole patch.
 func WeightsPatch(vs *networking.VirtualService, i int, resourceVersion, from string, want map[string]int32) ([]byte, error) {
 	h := vs.GetHttp()[i]
 	have := RouteWeights(vs, i)
-	same := len(have) == 0
-	if !same {
-		same = true
-		for sub, w := range want {
-			if have[sub] != w {
-				same = false
-			}
-		}
-		for sub, w := range have {
-			if want[sub] != w {
-				same = false
-			}
-		}
-	}
-	if same {
+	if maps.Equal(have, want) {
 		return nil, nil
 	}
 	base := fmt.Sprintf("/spec/http/%d/route", i)
@@ -148,11 +165,13 @@ func WeightsPatch(vs *networking.VirtualService, i int, resourceVersion, from st
 			}
 		}
 		w, ok := want[sub]
-		if !ok || w == 0 {
+		if !ok {
 			removes = append(removes, j)
 			continue
 		}
-		kept++
+		if w > 0 {
+			kept++
+		}
 		ops = append(ops, patchOp{Op: "add", Path: fmt.Sprintf("%s/%d/weight", base, j), Value: w}) // add sets or replaces
 	}
 	// Removing from the end keeps the indexes of the earlier ones.
@@ -160,9 +179,6 @@ func WeightsPatch(vs *networking.VirtualService, i int, resourceVersion, from st
 		ops = append(ops, patchOp{Op: "remove", Path: fmt.Sprintf("%s/%d", base, j)})
 	}
 	for _, sub := range slices.Sorted(maps.Keys(want)) {
-		if want[sub] == 0 {
-			continue
-		}
 		if _, ok := have[sub]; ok {
 			continue
 		}
@@ -172,7 +188,9 @@ func WeightsPatch(vs *networking.VirtualService, i int, resourceVersion, from st
 		dest := maps.Clone(fromDest)
 		dest["subset"] = sub
 		ops = append(ops, patchOp{Op: "add", Path: base + "/-", Value: map[string]any{"destination": dest, "weight": want[sub]}})
-		kept++
+		if want[sub] > 0 {
+			kept++
+		}
 	}
 	if kept == 0 {
 		return nil, fmt.Errorf("weights %v would leave route %d with no destination", want, i)

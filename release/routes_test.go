@@ -58,7 +58,8 @@ func TestWeightsPatchTouchesOnlyWeights(t *testing.T) {
 		{"v1": 75, "v2": 25},
 		{"v1": 50, "v2": 50},
 		{"v1": 0, "v2": 100},
-		{"v2": 100}, // retire v1: already so, no patch
+		{"v2": 100}, // retire v1
+		{"v2": 100}, // again: no patch
 	}
 	doc, _ := yaml.YAMLToJSON([]byte(teamVS))
 	orig, _ := decodeVS(t, doc)

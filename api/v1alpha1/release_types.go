@@ -261,6 +261,9 @@ type ReleaseStatus struct {
 	// From is the version that held 100 % when the release started.
 	// +optional
 	From string `json:"from,omitempty"`
+	// App is the Service selector's app label value.
+	// +optional
+	App string `json:"app,omitempty"`
 	// +optional
 	FromDeployment string `json:"fromDeployment,omitempty"`
 	// +optional
@@ -291,7 +294,8 @@ type ReleaseStatus struct {
 	// +optional
 	Weights Weights `json:"weights,omitempty"`
 
-	// Gate is the propagation gate in progress (nil: none open).
+	// Gate is the last propagation gate: the write it waits on, and once
+	// every proxy holds it, OpenedAt (nil: no write yet).
 	// +optional
 	Gate *GateStatus `json:"gate,omitempty"`
 
