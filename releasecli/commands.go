@@ -62,6 +62,9 @@ func (c *StartCmd) Validate() error {
 	if c.Image == "" && c.Deployment == "" {
 		return errors.New("give the new version's pods: --image IMAGE (cloned from the current Deployment) or --deployment NAME (one you made)")
 	}
+	if c.ToVersion == "" {
+		return errors.New("missing flags: --to-version=VERSION (the version to release, e.g. v2)")
+	}
 	if c.Container != "" && c.Image == "" {
 		return errors.New("--container goes with --image only")
 	}

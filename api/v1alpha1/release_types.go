@@ -75,13 +75,13 @@ type ReleaseSpec struct {
 	// +kubebuilder:default="1m"
 	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="must be a positive duration such as 30s, 1m or 1m30s"
 	// +optional
-	Interval metav1.Duration `json:"interval,omitempty"`
+	Interval metav1.Duration `json:"interval,omitempty,omitzero"`
 
 	// ProgressDeadline bounds the wait for To's pods to be Ready.
 	// +kubebuilder:default="10m"
 	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="must be a positive duration such as 30s, 1m or 1m30s"
 	// +optional
-	ProgressDeadline metav1.Duration `json:"progressDeadline,omitempty"`
+	ProgressDeadline metav1.Duration `json:"progressDeadline,omitempty,omitzero"`
 
 	// +kubebuilder:default={}
 	// +optional
@@ -203,7 +203,7 @@ type Propagation struct {
 	// +kubebuilder:default="2m"
 	// +kubebuilder:validation:XValidation:rule="duration(self) > duration('0s')",message="must be a positive duration such as 30s, 1m or 1m30s"
 	// +optional
-	Timeout metav1.Duration `json:"timeout,omitempty"`
+	Timeout metav1.Duration `json:"timeout,omitempty,omitzero"`
 }
 
 // Retire says what happens to From after 100 % To.
