@@ -36,8 +36,9 @@ const (
 // environment as MESHRELEASE_<FLAG_IN_UPPER_SNAKE>.
 type CLI struct {
 	releasecli.Commands `embed:""`
-	Lint                LintCmd    `cmd:"" help:"Check Services, Deployments, DestinationRules and VirtualServices against the onboarding rules (exit 0 no error, 1 errors, 2 input not readable)."`
-	Version             VersionCmd `cmd:"" help:"Print version, commit and Go version."`
+	Controller          ControllerCmd `cmd:"" help:"Run the release controller (in the cluster: config/default installs it)."`
+	Lint                LintCmd       `cmd:"" help:"Check Services, Deployments, DestinationRules and VirtualServices against the onboarding rules (exit 0 no error, 1 errors, 2 input not readable)."`
+	Version             VersionCmd    `cmd:"" help:"Print version, commit and Go version."`
 }
 
 // Env is what every command gets besides its flags.
