@@ -16,13 +16,16 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/meshready/meshready/integration/greeter"
@@ -35,6 +38,8 @@ func main() {
 	call := flag.String("call", "", "host:port to call demo.Greeter/Hello on before anything else (the start-up race)")
 	neverReady := flag.Bool("never-ready", false, "report NOT_SERVING forever (a release that never becomes ready)")
 	ignoreTerm := flag.Bool("ignore-sigterm", false, "ignore SIGTERM (an app that will not stop; only SIGKILL ends it)")
+	failEvery := flag.Int("fail-every", 0, "answer every Nth call with UNAVAILABLE (a bad release: 20 is 5 %)")
+	extra := flag.Duration("extra-latency", 0, "added to every call's work (a slow release)")
 	flag.Parse()
 	// A demo app must not outlive the demo or test that started it, even
 	// when that was SIGKILLed.
@@ -72,9 +77,13 @@ func main() {
 		hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	}
 	healthpb.RegisterHealthServer(srv, hs)
+	var calls atomic.Int64
 	greeter.Register(srv, func(ctx context.Context, in *wrapperspb.StringValue) (*wrapperspb.StringValue, error) {
+		if n := calls.Add(1); *failEvery > 0 && n%int64(*failEvery) == 0 {
+			return nil, status.Error(codes.Unavailable, "greeter -fail-every: a failing release")
+		}
 		select {
-		case <-time.After(*work):
+		case <-time.After(*work + *extra):
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
