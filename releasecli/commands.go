@@ -216,23 +216,29 @@ func (c *StatusCmd) Run(io *IO) error {
 	}
 	last := ""
 	print := func(r *v1alpha1.Release) error {
-		var b strings.Builder
+		// Printed again only when what it shows changed: the key is the
+		// text at a fixed time (ages and waits move by themselves) or the
+		// spec and status.
+		var key strings.Builder
 		if c.Output.Output == "json" {
-			if err := writeJSON(&b, r); err != nil {
+			if err := writeJSON(&key, []any{r.Spec, r.Status}); err != nil {
 				return err
 			}
-		} else if err := WriteStatus(&b, r, clock0()); err != nil {
+		} else if err := WriteStatus(&key, r, r.CreationTimestamp.Time); err != nil {
 			return err
 		}
-		if b.String() == last {
+		if key.String() == last {
 			return nil
 		}
-		if last != "" && c.Output.Output != "json" {
+		first := last == ""
+		last = key.String()
+		if c.Output.Output == "json" {
+			return writeJSON(io.Stdout, r)
+		}
+		if !first {
 			fmt.Fprintf(io.Stdout, "\n--- %s\n", clock0().UTC().Format(time.RFC3339))
 		}
-		last = b.String()
-		_, err := fmt.Fprint(io.Stdout, last)
-		return err
+		return WriteStatus(io.Stdout, r, clock0())
 	}
 	if err := print(r); err != nil {
 		return err

@@ -12,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/alecthomas/kong"
+	appsv1 "k8s.io/api/apps/v1"
+
 	"github.com/meshready/meshready/api/v1alpha1"
 	"github.com/meshready/meshready/internal/localcluster"
 )
@@ -179,10 +182,37 @@ func TestInstallManifests(t *testing.T) {
 		t.Errorf("printer columns:\n%s", out)
 	}
 
+	// The Deployment runs a command line meshrelease accepts, its probes on
+	// the port of --health-addr.
+	out, err = kubectl(t, c, "", "get", "deployment", "-n", "meshready-system", "meshrelease-controller", "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dep appsv1.Deployment
+	if err := json.Unmarshal([]byte(out), &dep); err != nil {
+		t.Fatal(err)
+	}
+	ctr := dep.Spec.Template.Spec.Containers[0]
+	args := strings.Split(strings.ReplaceAll(strings.Join(ctr.Args, "\x00"), "$(POD_NAMESPACE)", "meshready-system"), "\x00")
+	var cli CLI
+	parser, err := kong.New(&cli, kong.Name("meshrelease"), kong.DefaultEnvars("MESHRELEASE"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := parser.Parse(args); err != nil {
+		t.Errorf("the Deployment's args %q: %v", args, err)
+	}
+	if !cli.Controller.LeaderElect || cli.Controller.LeaderNS != "meshready-system" || cli.Controller.HealthAddr != ":8081" ||
+		ctr.ReadinessProbe.HTTPGet.Path != "/readyz" || ctr.LivenessProbe.HTTPGet.Path != "/healthz" ||
+		ctr.Ports[1].Name != ctr.ReadinessProbe.HTTPGet.Port.StrVal || ctr.Ports[1].ContainerPort != 8081 ||
+		dep.Spec.Template.Spec.ServiceAccountName != "meshrelease" || ctr.Resources.Requests.Cpu().IsZero() {
+		t.Errorf("the controller's Deployment: %+v %+v", cli.Controller, ctr)
+	}
+
 	sa := "--as=system:serviceaccount:meshready-system:meshrelease"
 	for _, tc := range []struct {
 		verb, resource, ns string
-		allowed           bool
+		allowed            bool
 	}{
 		{"watch", "releases.meshready.io", "shop", true},
 		{"patch", "releases.meshready.io/status", "shop", true},
