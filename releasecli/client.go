@@ -179,10 +179,11 @@ func (c *Client) Watch(ctx context.Context, name, resourceVersion string, timeou
 		TimeoutSeconds:  &secs,
 		Watch:           true,
 	}
-	// The stream lives past this call (ctx and the server's timeout bound
-	// it); its opening is bounded by a timer that cancels unless the
-	// response arrived in time.
-	wctx, cancel := context.WithCancel(ctx)
+	// The stream lives past this call: the server ends it after timeout,
+	// and so do we a request timeout later (a server gone silent); its
+	// opening is bounded by a timer that cancels unless the response
+	// arrived in time.
+	wctx, cancel := context.WithTimeout(ctx, timeout+c.timeout)
 	timer := time.AfterFunc(c.timeout, cancel)
 	w, err := c.rc.Get().Namespace(c.ns).Resource("releases").
 		VersionedParams(&opts, metav1.ParameterCodec).Watch(wctx)

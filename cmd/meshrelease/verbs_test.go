@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -290,11 +292,20 @@ func TestReleaseVerbs(t *testing.T) {
 				defer conn.Close()
 			}
 		}()
+		// An API server without the Release CRD answers as kube-apiserver does.
+		bare := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusNotFound)
+			_, _ = w.Write([]byte(`{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"the server could not find the requested resource","reason":"NotFound","details":{},"code":404}`))
+		}))
+		defer bare.Close()
 		for _, tc := range []struct {
 			name string
 			args []string
 			want string
 		}{
+			{"no CRD", []string{"list", "--kubeconfig", kubeconfig("bare", bare.URL)},
+				"list releases in namespace shop: the API server at " + bare.URL + " does not serve meshready.io/v1alpha1 releases: install them with `kubectl apply -k config/default`"},
 			{"refused", []string{"list", "--kubeconfig", kubeconfig("refused", "https://127.0.0.1:1")},
 				"list releases in namespace shop: cannot reach the API server at https://127.0.0.1:1 (connection refused): check --kubeconfig / --context and that the cluster is up"},
 			{"silent", []string{"status", "x", "--request-timeout", "500ms", "--kubeconfig", kubeconfig("silent", "https://"+ln.Addr().String())},
