@@ -83,13 +83,16 @@ fuzz:
 size: build
 	@ls -l $(BIN) | awk '{printf "%s: %.2f MiB\n", $$9, $$5/1048576}'
 
-# The local mesh, narrated (integration/cmd/demo): Istio's real discovery
-# server, greeter pods under `meshready run`, proxyless gRPC callers; one
-# pod's life, then a rolling restart naive vs meshready under load. About a
-# minute with cached builds; the first build of istio's graph takes ~13 min
-# on 2 cores. DEMO_FLAGS: -lag 0s, -rate N, -linger 60s, -v.
+# The local mesh on a real control plane, narrated (integration/cmd/clusterdemo):
+# etcd, kube-apiserver, kube-controller-manager, kube-scheduler, istiod and
+# Prometheus in a private network namespace, a kubelet stand-in, greeter
+# Deployments under `meshready run` with a sidecar stand-in, proxyless gRPC
+# callers: one pod's life, the start-up race, then the Deployment
+# controller's rolling restart naive vs meshready under load. About two
+# minutes once cluster-bins is built; exits non-zero if meshready loses a
+# call. DEMO_FLAGS: -lag 0s, -rate N, -linger 60s, -v.
 demo: cluster-bins
-	cd integration && $(GO) run ./cmd/demo $(DEMO_FLAGS)
+	cd integration && $(GO) run ./cmd/clusterdemo $(DEMO_FLAGS)
 
 # The real control plane's binaries (kube-apiserver, kube-controller-manager,
 # kube-scheduler, kubectl from k8s.io/kubernetes; pilot-discovery and

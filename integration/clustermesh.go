@@ -297,6 +297,22 @@ func drainNote(d string) string {
 	return " (drain ended: " + d + ")"
 }
 
+// WaitRoutable waits until istiod routes callers of the greeter Service to
+// a ready pod: a new proxyless caller (its own EDS from istiod, as a new
+// sidecar's) gets an answer. A Deployment that is complete is not routable
+// yet: the EndpointSlice controller (--endpointslice-updates-batch-period)
+// and istiod's debounce come between a pod's Ready and its endpoint in the
+// EDS a proxy is sent. It returns how long that took.
+func (m *ClusterMesh) WaitRoutable(ctx context.Context, timeout time.Duration) (time.Duration, error) {
+	t0 := time.Now()
+	conn, err := DialGreeter(localcluster.IstiodXDS, fmt.Sprintf("routable-%d", t0.UnixNano()), timeout)
+	if err != nil {
+		return 0, fmt.Errorf("the greeter is not routable through istiod within %s: %w", timeout, err)
+	}
+	_ = conn.Close()
+	return time.Since(t0), nil
+}
+
 // FirstCall waits for the first run of the app of Deployment app (a
 // CallerManifest) to log its first outbound call, and returns that line.
 func (m *ClusterMesh) FirstCall(ctx context.Context, app string, d time.Duration) (string, error) {

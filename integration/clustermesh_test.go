@@ -312,6 +312,11 @@ func TestClusterStartupRace(t *testing.T) {
 	t.Cleanup(func() {
 		_, _ = m.Cluster.Kubectl(ctx, nil, "delete", "deployment", backend.Name, "--wait=true", "--timeout=90s")
 	})
+	// Ready is not routable yet (EndpointSlice batching, istiod's
+	// debounce): the race under test is the caller's sidecar's, not this.
+	if _, err := m.WaitRoutable(ctx, 30*time.Second); err != nil {
+		t.Fatalf("%v\n%s", err, m.Describe())
+	}
 	for _, mode := range []Mode{Naive, MeshReady} {
 		name := "caller-" + mode.String()
 		if err := m.Cluster.Apply(ctx, CallerManifest(name, mode)); err != nil {

@@ -106,3 +106,19 @@ func setupNetns() error {
 	}
 	return nil
 }
+
+// Nsenter is the command prefix that runs a command beside this process,
+// in its network namespace (call it inside, after EnterNetns): `nsenter -t
+// PID -n` when the namespace was made as root, with -U
+// --preserve-credentials when a user namespace had to be made too (then
+// the same user runs it, without sudo).
+func Nsenter() string {
+	pid := os.Getpid()
+	if b, err := os.ReadFile("/proc/self/uid_map"); err == nil {
+		var inside, outside, size uint64
+		if _, err := fmt.Sscan(string(b), &inside, &outside, &size); err == nil && size != 4294967295 {
+			return fmt.Sprintf("nsenter -t %d -U -n --preserve-credentials", pid)
+		}
+	}
+	return fmt.Sprintf("nsenter -t %d -n", pid)
+}

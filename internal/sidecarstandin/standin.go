@@ -169,6 +169,10 @@ type DataPlane struct {
 	closed    bool
 	traffic   []*http.Server // inbound/outbound listeners (dataplane_traffic.go)
 	rr        uint64         // outbound round-robin position
+	// outCluster is ServeOutbound's cluster; outSeen the number of healthy
+	// endpoints last logged for it (-1: none yet).
+	outCluster string
+	outSeen    int
 }
 
 type nackCmd struct{ typeURL, msg string }
@@ -285,6 +289,7 @@ func Start(o Options) (*DataPlane, error) {
 		changed:   make(chan struct{}),
 		done:      make(chan struct{}),
 		started:   time.Now(),
+		outSeen:   -1,
 	}
 	for _, t := range typeOrder {
 		d.subs[t] = &subscription{typeURL: t, resources: map[string]resource{}}
@@ -519,6 +524,12 @@ func (d *DataPlane) processLocked(resp *discovery.DiscoveryResponse) {
 	for _, r := range decoded {
 		s.resources[r.name] = r
 	}
+	if s.typeURL == TypeEDS && d.outCluster != "" {
+		if r, ok := s.resources[d.outCluster]; ok && len(r.addrs) != d.outSeen {
+			d.outSeen = len(r.addrs)
+			d.o.Logf("EDS version %q: %s has %d healthy endpoints %v", resp.GetVersionInfo(), d.outCluster, len(r.addrs), r.addrs)
+		}
+	}
 	s.version, s.nonce = resp.GetVersionInfo(), resp.GetNonce()
 	s.success++
 	s.updateTime, s.lastError, s.rejects = now, "", nil
@@ -549,7 +560,12 @@ func (d *DataPlane) advanceLocked() {
 	if cds.initDone {
 		d.resubscribeLocked(eds, edsNames(cds.resources))
 	}
-	clustersReady := cds.initDone && (len(eds.names) == 0 || eds.initDone)
+	// As Envoy's cluster manager: every EDS cluster warms until its own
+	// ClusterLoadAssignment arrives (Istio sets the EDS initial_fetch_timeout
+	// to 0: no timeout), even an empty one; a rejected EDS response lets
+	// startup continue. The first EDS response may not name every cluster
+	// (istiod answers a subscription that grew with the new names only).
+	clustersReady := cds.initDone && (len(eds.names) == 0 || (eds.initDone && (eds.rejected > 0 || edsWarm(eds) == 0)))
 	if clustersReady && !lds.requested {
 		lds.requested = true
 		d.sendLocked(&discovery.DiscoveryRequest{TypeUrl: TypeLDS})
@@ -585,6 +601,17 @@ func (d *DataPlane) resubscribeLocked(s *subscription, names []string) {
 		return
 	}
 	d.sendLocked(&discovery.DiscoveryRequest{TypeUrl: s.typeURL, VersionInfo: s.version, ResponseNonce: s.nonce, ResourceNames: names})
+}
+
+// edsWarm counts the subscribed EDS clusters no assignment has come for.
+func edsWarm(eds *subscription) int {
+	n := 0
+	for _, name := range eds.names {
+		if _, ok := eds.resources[name]; !ok {
+			n++
+		}
+	}
+	return n
 }
 
 func edsNames(clusters map[string]resource) []string {

@@ -163,6 +163,9 @@ func (r *recorder) grpcStatus() string {
 // accepted EDS for that cluster lists; with none, 503 "no healthy upstream"
 // (flag UH), Envoy's words — gRPC-shaped for a gRPC request.
 func (d *DataPlane) ServeOutbound(addr, cluster string) error {
+	d.mu.Lock()
+	d.outCluster = cluster
+	d.mu.Unlock()
 	proxy := d.reverseProxy(func(*http.Request) (*url.URL, error) {
 		d.mu.Lock()
 		defer d.mu.Unlock()
