@@ -15,6 +15,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/meshready/meshready/internal/localcluster"
 )
@@ -239,27 +241,24 @@ func (m *ClusterMesh) RollingRestartHook(ctx context.Context, s DeploymentSpec, 
 	deleted := map[string]time.Time{}
 	wctx, wcancel := context.WithCancel(ctx)
 	defer wcancel()
-	w, err := m.Cluster.Client.CoreV1().Pods("default").Watch(wctx, metav1.ListOptions{LabelSelector: "app=greeter,version=" + s.Version})
+	watchDone, err := m.watchPods(wctx, "app=greeter,version="+s.Version, func(ev watch.EventType, p *corev1.Pod) {
+		if !names[p.Name] || (ev != watch.Modified && ev != watch.Deleted) || p.DeletionTimestamp == nil {
+			return
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if _, seen := deleted[p.Name]; !seen {
+			deleted[p.Name] = time.Now()
+			m.Logf("%-26s deleted by the Deployment controller: endpoint terminating, SIGTERM", p.Name)
+			if onDelete != nil {
+				go onDelete(len(deleted)-1, p.Name)
+			}
+		}
+	})
 	if err != nil {
 		return ClusterRollout{}, err
 	}
-	go func() {
-		for ev := range w.ResultChan() {
-			p, ok := ev.Object.(*corev1.Pod)
-			if !ok || !names[p.Name] || (ev.Type != watch.Modified && ev.Type != watch.Deleted) || p.DeletionTimestamp == nil {
-				continue
-			}
-			mu.Lock()
-			if _, seen := deleted[p.Name]; !seen {
-				deleted[p.Name] = time.Now()
-				m.Logf("%-26s deleted by the Deployment controller: endpoint terminating, SIGTERM", p.Name)
-				if onDelete != nil {
-					go onDelete(len(deleted)-1, p.Name)
-				}
-			}
-			mu.Unlock()
-		}
-	}()
+	defer func() { wcancel(); <-watchDone }()
 	s.Restarted = time.Now().UTC().Format(time.RFC3339Nano)
 	if err := m.Cluster.Apply(ctx, s.Manifest()); err != nil {
 		return ClusterRollout{}, err
@@ -276,6 +275,13 @@ func (m *ClusterMesh) RollingRestartHook(ctx context.Context, s DeploymentSpec, 
 		mu.Lock()
 		at := deleted[p.Name]
 		mu.Unlock()
+		if at.IsZero() {
+			// Not seen by the watch (it should not happen: say so in the
+			// narration): the kubelet stand-in's own record of when it saw
+			// the deletion is the next best.
+			at = ex.DeleteSeenAt
+			m.Logf("%-26s deletion not seen by the watch; using the kubelet stand-in's time", p.Name)
+		}
 		step := OldPod{Name: p.Name, DeletedAt: at, ExitCode: ex.AppExit}
 		if !at.IsZero() && !ex.AppExitedAt.IsZero() {
 			step.StoppedAft = ex.AppExitedAt.Sub(at)
@@ -288,6 +294,72 @@ func (m *ClusterMesh) RollingRestartHook(ctx context.Context, s DeploymentSpec, 
 	}
 	rep.Took = time.Since(began)
 	return rep, nil
+}
+
+// watchPods calls fn with every pod event of selector until ctx ends; the
+// returned channel closes when it has stopped. The apiserver (and the
+// cluster client's 10 s request timeout) ends a watch whenever it likes:
+// this one is resumed from the last resourceVersion seen, on a client
+// without a request timeout, so no event in between is lost (a rollout
+// takes longer than 10 s: the old single watch saw the first deletion and
+// missed the rest, leaving StoppedAft 0).
+func (m *ClusterMesh) watchPods(ctx context.Context, selector string, fn func(watch.EventType, *corev1.Pod)) (<-chan struct{}, error) {
+	cfg := rest.CopyConfig(m.Cluster.REST)
+	cfg.Timeout = 0
+	cs, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	pods := cs.CoreV1().Pods("default")
+	l, err := pods.List(ctx, metav1.ListOptions{LabelSelector: selector})
+	if err != nil {
+		return nil, err
+	}
+	rv := l.ResourceVersion
+	w, err := pods.Watch(ctx, metav1.ListOptions{LabelSelector: selector, ResourceVersion: rv, AllowWatchBookmarks: true})
+	if err != nil {
+		return nil, err
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			for ev := range w.ResultChan() {
+				if ev.Type == watch.Error {
+					break // e.g. 410 Gone: re-listed below
+				}
+				p, ok := ev.Object.(*corev1.Pod)
+				if !ok {
+					continue
+				}
+				rv = p.ResourceVersion
+				if ev.Type != watch.Bookmark {
+					fn(ev.Type, p)
+				}
+			}
+			w.Stop()
+			for ctx.Err() == nil {
+				if w, err = pods.Watch(ctx, metav1.ListOptions{LabelSelector: selector, ResourceVersion: rv, AllowWatchBookmarks: true}); err == nil {
+					break
+				}
+				if l, lerr := pods.List(ctx, metav1.ListOptions{LabelSelector: selector}); lerr == nil {
+					// Too old to resume: what is deleting now is in the list.
+					for i := range l.Items {
+						fn(watch.Modified, &l.Items[i])
+					}
+					rv = l.ResourceVersion
+				}
+				select {
+				case <-ctx.Done():
+				case <-time.After(100 * time.Millisecond):
+				}
+			}
+			if ctx.Err() != nil {
+				return
+			}
+		}
+	}()
+	return done, nil
 }
 
 func drainNote(d string) string {

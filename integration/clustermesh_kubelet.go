@@ -85,6 +85,9 @@ type Gone struct {
 	AppExit     int
 	AppExitedAt time.Time
 	AppLog      string // the app container's log: the agent's own lines under meshready run
+	// DeleteSeenAt is when the kubelet stand-in saw the deletion (its
+	// "Killing" event: it begins stopping the containers).
+	DeleteSeenAt time.Time
 }
 
 // WaitGone waits until the kubelet stand-in has finished the pod's delete.
@@ -106,6 +109,9 @@ func (k *KubeletStandin) WaitGone(ctx context.Context, ns, name string, timeout 
 			for _, e := range p.Events {
 				if e.Container == "greeter" && e.What == "Exited" {
 					g.AppExitedAt = e.At
+				}
+				if e.Container == "" && e.What == "Killing" && g.DeleteSeenAt.IsZero() {
+					g.DeleteSeenAt = e.At
 				}
 			}
 			return g, nil
