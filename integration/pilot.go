@@ -15,7 +15,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -237,50 +236,6 @@ func (c *countedStream) RecvMsg(m any) error {
 		}
 	}
 	return err
-}
-
-// Counts are requests that reached Pilot's debug surfaces, keyed
-// "http /debug/syncz", "xds istio.io/debug/syncz", ….
-type Counts map[string]int64
-
-// Total sums every key.
-func (c Counts) Total() int64 {
-	var n int64
-	for _, v := range c {
-		n += v
-	}
-	return n
-}
-
-// Sub is c minus an earlier snapshot.
-func (c Counts) Sub(earlier Counts) Counts {
-	d := Counts{}
-	for k, v := range c {
-		if v -= earlier[k]; v != 0 {
-			d[k] = v
-		}
-	}
-	return d
-}
-
-// String is stable: keys sorted.
-func (c Counts) String() string {
-	keys := make([]string, 0, len(c))
-	for k := range c {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	var b strings.Builder
-	for i, k := range keys {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		fmt.Fprintf(&b, "%s=%d", k, c[k])
-	}
-	if b.Len() == 0 {
-		return "none"
-	}
-	return b.String()
 }
 
 // DebugRequests snapshots the counter of requests that reached Pilot's

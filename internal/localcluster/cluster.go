@@ -251,6 +251,19 @@ func (c *Cluster) run(name, bin string, args, env []string) (*proc, error) {
 	return p, nil
 }
 
+// Pid is a running component's process id (etcd, kube-apiserver, istiod,
+// …), 0 when it is not running: for CPU and memory readings.
+func (c *Cluster) Pid(name string) int {
+	p := c.proc(name)
+	if p == nil || p.cmd.Process == nil {
+		return 0
+	}
+	if done, _ := p.exited(); done {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
 func (c *Cluster) proc(name string) *proc {
 	c.mu.Lock()
 	defer c.mu.Unlock()
