@@ -168,9 +168,11 @@ func (c *client) classify(ctx context.Context, q string, status int, err error) 
 	var netErr net.Error
 	switch {
 	case errors.Is(err, ErrBodyTooLarge):
-		e.Kind, e.Detail = KindTooLarge, err.Error()
+		e.Kind, e.Detail = KindTooLarge, innermost(err).Error()
 	case ctx.Err() != nil && !errors.Is(context.Cause(ctx), context.DeadlineExceeded):
 		e.Kind, e.Detail = KindCanceled, context.Cause(ctx).Error()
+	case errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil:
+		e.Kind, e.Detail = KindTimeout, "no answer before the caller's deadline"
 	case errors.Is(err, context.DeadlineExceeded):
 		e.Kind, e.Detail = KindTimeout, fmt.Sprintf("no answer within %s", c.timeout)
 	case errors.As(err, &apiErr):
@@ -206,6 +208,9 @@ func (c *client) classify(ctx context.Context, q string, status int, err error) 
 		}
 	case errors.As(err, &netErr) && netErr.Timeout():
 		e.Kind, e.Detail = KindTimeout, fmt.Sprintf("no answer within %s: %v", c.timeout, innermost(err))
+	case status != 0:
+		// The answer had begun (status line and headers) and broke off.
+		e.Kind, e.Detail = KindMalformed, fmt.Sprintf("answer cut off after HTTP %d: %v", status, innermost(err))
 	case isUnreachable(err):
 		e.Kind, e.Detail = KindUnreachable, innermost(err).Error()
 	default:
