@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/meshready/meshready/api/v1alpha1"
 )
 
@@ -179,7 +181,9 @@ func TestJudgeFailurePaths(t *testing.T) {
 		}, kind: KindBadQuery, want: []string{"HTTP 422", "too many samples"}},
 		{name: "404 not Prometheus", handler: http.NotFound, kind: KindBadQuery, want: []string{"HTTP 404", "404 page not found"}},
 		{name: "client timeout", handler: hang, cfg: Config{QueryTimeout: 200 * time.Millisecond}, kind: KindTimeout, want: []string{"prometheus timed out: no answer within 200ms"}},
-		{name: "caller's deadline", handler: hang, ctx: func() (context.Context, context.CancelFunc) { return context.WithTimeout(context.Background(), 150*time.Millisecond) },
+		{name: "caller's deadline", handler: hang, ctx: func() (context.Context, context.CancelFunc) {
+			return context.WithTimeout(context.Background(), 150*time.Millisecond)
+		},
 			kind: KindTimeout, want: []string{"prometheus timed out: no answer before the caller's deadline"}},
 		{name: "caller canceled", handler: hang, ctx: func() (context.Context, context.CancelFunc) {
 			ctx, cancel := context.WithCancel(context.Background())
@@ -365,4 +369,9 @@ func TestNewThresholds(t *testing.T) {
 			t.Errorf("%+v: err %v, want %q", tc.a, err, tc.wantErr)
 		}
 	}
+}
+
+func apiAnalysis(maxErr string, minReq int32, p99 time.Duration) v1alpha1.Analysis {
+	return v1alpha1.Analysis{MaxErrorRate: maxErr, MinRequests: minReq,
+		MaxLatency: v1alpha1.Latency{P99: &metav1.Duration{Duration: p99}}}
 }
