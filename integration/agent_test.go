@@ -35,6 +35,12 @@ func TestMain(m *testing.M) {
 	// Every test runs in a private network namespace: the real control
 	// plane's pods need 10.244.x.y (clustermesh_test.go), and the in-process
 	// Pilot's tests keep their 127.x addresses there too.
+	// grpc-go reads its default xDS bootstrap at init: the release tests'
+	// CSDS caller (DialShopDefaultPool) needs it set before the re-exec
+	// into the netns.
+	if os.Getenv("GRPC_XDS_BOOTSTRAP_CONFIG") == "" {
+		_ = os.Setenv("GRPC_XDS_BOOTSTRAP_CONFIG", string(CallerBootstrap(localcluster.IstiodXDS, CSDSCaller)))
+	}
 	localcluster.EnterNetns()
 	flag.Parse()
 	dir, err := os.MkdirTemp("", "meshready-integration-")
