@@ -3,6 +3,7 @@ package pilotclient
 import (
 	"errors"
 	"maps"
+	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -190,4 +191,36 @@ func FuzzComparePushVersions(f *testing.F) {
 			t.Fatalf("not antisymmetric: %q %q: %d %v / %d %v", a, b, ab, okA, ba, okB)
 		}
 	})
+}
+
+// Real answers of istiod 1.31 (this repo's pin) on the local control plane,
+// captured during a release: a proxyless gRPC caller's dump (it watches only
+// the clusters its routes name) and a sidecar's (every cluster of the
+// host), both after subset v2 was added.
+func TestParseHostRoutingRealIstiod(t *testing.T) {
+	t.Parallel()
+	const host = "shop.default.svc.cluster.local"
+	for _, tc := range []struct {
+		file    string
+		subsets map[string]bool
+	}{
+		{"testdata/istiod-config-dump-proxyless.json", map[string]bool{"v1": true}},
+		{"testdata/istiod-config-dump-sidecar.json", map[string]bool{"": true, "v1": true, "v2": true}},
+	} {
+		f, err := os.Open(tc.file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hr, err := ParseHostRouting(f, host)
+		f.Close()
+		if err != nil {
+			t.Fatalf("%s: %v", tc.file, err)
+		}
+		if hr.Version != "2026-12-02T19:04:44Z/12" || !hr.Routed || !maps.Equal(hr.Subsets, tc.subsets) {
+			t.Errorf("%s: %+v", tc.file, hr)
+		}
+		if len(hr.Routes) != 1 || hr.Routes[0].Name != "default" || !maps.Equal(hr.Routes[0].Weights, map[string]uint32{"v1": 100}) {
+			t.Errorf("%s: routes %+v", tc.file, hr.Routes)
+		}
+	}
 }

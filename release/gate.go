@@ -61,6 +61,13 @@ type Want struct {
 	Type string
 	// Holds reports whether what Pilot pushed a proxy carries the write.
 	Holds func(pilotclient.HostRouting) bool
+	// Shows reports whether a proxy's dump can show the write at all (nil:
+	// whenever it routes the host). A proxyless gRPC caller watches only
+	// the clusters its routes name, so its dump never shows a subset that
+	// no route names yet; it fetches such a cluster when a route first
+	// names it, before sending to it, so a subset gate need not wait for
+	// it: it counts as holding.
+	Shows func(pilotclient.HostRouting) bool
 	// What says it in words, for messages ("weights v1=90 v2=10").
 	What string
 }
@@ -124,6 +131,7 @@ type replicaGate struct {
 	target      string          // V*: a push version that holds the write
 	targetAt    time.Time       // when V* was found
 	notCallers  map[string]bool // proxies whose dump does not route the host
+	blind       map[string]bool // callers whose dump cannot show the write (Want.Shows)
 	verified    map[string]string
 	firstBehind map[string]time.Time
 }
@@ -163,7 +171,7 @@ func (g *Gatekeeper) Check(ctx context.Context, key string, want Want, since tim
 		g.mu.Lock()
 		rg := st.replicas[rs.Name]
 		if rg == nil {
-			rg = &replicaGate{notCallers: map[string]bool{}, verified: map[string]string{}, firstBehind: map[string]time.Time{}}
+			rg = &replicaGate{notCallers: map[string]bool{}, blind: map[string]bool{}, verified: map[string]string{}, firstBehind: map[string]time.Time{}}
 			st.replicas[rs.Name] = rg
 		}
 		g.mu.Unlock()
@@ -293,6 +301,9 @@ func (g *Gatekeeper) checkReplica(ctx context.Context, st *gateState, rg *replic
 			return c > 0
 		})
 		for _, p := range callers {
+			if rg.blind[p.ProxyID] {
+				continue
+			}
 			if dumps == maxDumpsPerLook {
 				break
 			}
@@ -307,6 +318,10 @@ func (g *Gatekeeper) checkReplica(ctx context.Context, st *gateState, rg *replic
 			}
 			if !hr.Routed {
 				rg.notCallers[p.ProxyID] = true
+				continue
+			}
+			if want.Shows != nil && !want.Shows(hr) {
+				rg.blind[p.ProxyID] = true
 				continue
 			}
 			if want.Holds(hr) && hr.Version != "" {
@@ -325,7 +340,7 @@ func (g *Gatekeeper) checkReplica(ctx context.Context, st *gateState, rg *replic
 	for _, p := range callers {
 		res.Total++
 		t, _ := p.Type(want.Type)
-		if rg.target != "" && holdsTarget(t, rg.target, rg.verified[p.ProxyID]) {
+		if rg.blind[p.ProxyID] || rg.target != "" && holdsTarget(t, rg.target, rg.verified[p.ProxyID]) {
 			res.Holding++
 			delete(rg.firstBehind, p.ProxyID)
 			continue
@@ -361,7 +376,7 @@ func (g *Gatekeeper) checkReplica(ctx context.Context, st *gateState, rg *replic
 		}
 		res.Waiting = append(res.Waiting, v1alpha1.ProxyWait{Proxy: p.ProxyID, Istiod: rs.Name, Type: typ, Since: &since})
 	}
-	if rg.target == "" && len(callers) > 0 {
+	if rg.target == "" && res.Holding < res.Total {
 		res.Open = false
 	}
 	return nil

@@ -311,9 +311,13 @@ func (r *Reconciler) wantSubset(rel *v1alpha1.Release, subset string, present bo
 	if !present {
 		verb = "no subset " + subset
 	}
-	return Want{Host: rel.Status.Host, Type: "CDS", What: verb, Holds: func(hr pilotclient.HostRouting) bool {
-		return hr.Subsets[subset] == present
-	}}
+	return Want{Host: rel.Status.Host, Type: "CDS", What: verb,
+		Holds: func(hr pilotclient.HostRouting) bool { return hr.Subsets[subset] == present },
+		// A proxy with the host's subset-less cluster gets every cluster
+		// of the host (Envoy's wildcard CDS); one without watches only
+		// what its routes name (proxyless gRPC).
+		Shows: func(hr pilotclient.HostRouting) bool { return hr.Subsets[""] },
+	}
 }
 
 func (r *Reconciler) wantWeights(rel *v1alpha1.Release, routeName string, weights map[string]int32) Want {
