@@ -375,3 +375,32 @@ func apiAnalysis(maxErr string, minReq int32, p99 time.Duration) v1alpha1.Analys
 	return v1alpha1.Analysis{MaxErrorRate: maxErr, MinRequests: minReq,
 		MaxLatency: v1alpha1.Latency{P99: &metav1.Duration{Duration: p99}}}
 }
+
+func TestNewThresholdsFull(t *testing.T) {
+	t.Parallel()
+	d := func(s string) *metav1.Duration {
+		v, err := time.ParseDuration(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &metav1.Duration{Duration: v}
+	}
+	th, err := NewThresholds(v1alpha1.Analysis{
+		MaxErrorRate: ".005",
+		MaxLatency:   v1alpha1.Latency{P50: d("50ms"), P95: d("200ms"), P99: d("250ms")},
+		Baseline:     &v1alpha1.Baseline{MaxErrorRateIncrease: "0.002", MaxP99Increase: d("20ms")},
+		MinRequests:  100, GRPCFailureCodes: []int32{14},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if th.MaxErrorRate != 0.005 || th.MinRequests != 100 || th.MaxLatency != [4]time.Duration{50 * time.Millisecond, 0, 200 * time.Millisecond, 250 * time.Millisecond} ||
+		th.Baseline == nil || *th.Baseline.MaxErrorRateIncrease != 0.002 || *th.Baseline.MaxP99Increase != 20*time.Millisecond ||
+		len(th.GRPCFailureCodes) != 1 || th.GRPCFailureCodes[0] != 14 {
+		t.Fatalf("%+v", th)
+	}
+	q, err := buildQueries(testTarget, testWindow, th.GRPCFailureCodes)
+	if err != nil || !strings.Contains(q.Failed, `grpc_response_status=~"14"`) {
+		t.Fatalf("%v %s", err, q.Failed)
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -390,6 +391,8 @@ type want struct {
 	lat                    [4]float64
 }
 
+var caseSeq atomic.Int64
+
 func TestRealPrometheus(t *testing.T) {
 	t.Parallel()
 	p := sharedPrometheus(t)
@@ -549,10 +552,13 @@ func TestRealPrometheus(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
+			// Each run its own namespace: the series of a Prometheus shared
+			// by every case and -count run never collide.
 			tgt := tc.target
 			if tgt.Namespace == "" {
-				tgt.Namespace = fmt.Sprintf("case-%x", time.Now().UnixNano()) + "-" + strconv.Itoa(len(tc.name))
+				tgt.Namespace = "case"
 			}
+			tgt.Namespace += fmt.Sprintf("-%d", caseSeq.Add(1))
 			if tgt.Service == "" {
 				tgt.Service = "greeter"
 			}
