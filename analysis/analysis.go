@@ -234,7 +234,7 @@ type Result struct {
 func (r Result) Fill(row *v1alpha1.HistoryRow) {
 	row.Verdict = r.Verdict
 	row.Reason = r.Reason
-	s, e := metav1.NewTime(r.Window.Start), metav1.NewTime(r.Window.End)
+	s, e := metav1.NewMicroTime(r.Window.Start), metav1.NewMicroTime(r.Window.End)
 	row.WindowStart, row.WindowEnd = &s, &e
 	if r.To.Workload != "" {
 		row.To = r.To.API()

@@ -204,11 +204,11 @@ func (r *Reconciler) resume(rel *v1alpha1.Release) {
 	r.enter(rel, phase, st.Stage, "resumed")
 	st.Inconclusive = 0
 	if st.Stage == v1alpha1.StageAnalysis {
-		t := metav1.NewTime(r.now())
+		t := metav1.NewMicroTime(r.now())
 		st.WindowStart = &t
 	}
 	if st.Gate != nil && st.Gate.OpenedAt == nil {
-		st.Gate.WrittenAt = metav1.NewTime(r.now())
+		st.Gate.WrittenAt = metav1.NewMicroTime(r.now())
 	}
 }
 

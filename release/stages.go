@@ -231,7 +231,7 @@ func (r *Reconciler) recordWrite(rel *v1alpha1.Release, object, rv string, wrote
 	if g != nil && g.Object == object && (g.ResourceVersion == rv || !wrote) {
 		return
 	}
-	rel.Status.Gate = &v1alpha1.GateStatus{Object: object, ResourceVersion: rv, WrittenAt: metav1.NewTime(r.now())}
+	rel.Status.Gate = &v1alpha1.GateStatus{Object: object, ResourceVersion: rv, WrittenAt: metav1.NewMicroTime(r.now())}
 }
 
 // waitGate looks at the release's gate once: true when every caller holds
@@ -252,7 +252,7 @@ func (r *Reconciler) waitGate(ctx context.Context, rel *v1alpha1.Release, want W
 		rel.Status.Weights.Synced = res.Synced()
 	}
 	if err == nil && res.Open {
-		t := metav1.NewTime(r.now())
+		t := metav1.NewMicroTime(r.now())
 		g.OpenedAt = &t
 		g.Waiting = nil
 		r.Gates.Close(gateKey(rel))
@@ -276,7 +276,7 @@ func (r *Reconciler) waitGate(ctx context.Context, rel *v1alpha1.Release, want W
 		r.Gates.Close(gateKey(rel))
 		msg := oneLine(fmt.Sprintf("paused: %s not propagated after %s: %s; fix and meshrelease resume %s, or abort", g.Object, timeout, why, rel.Name))
 		r.pauseForPerson(ctx, rel, msg)
-		now := metav1.NewTime(r.now())
+		now := metav1.NewMicroTime(r.now())
 		rel.Status.History = append(rel.Status.History, v1alpha1.HistoryRow{
 			Step: rel.Status.Step, Weight: rel.Status.Weights.Desired, GateWrittenAt: &g.WrittenAt,
 			WindowEnd: &now, Verdict: v1alpha1.VerdictGateTimeout, Reason: msg,
@@ -525,7 +525,7 @@ func (r *Reconciler) analyze(ctx context.Context, rel *v1alpha1.Release) (ctrl.R
 	res.Fill(&row)
 	st.History = append(st.History, row)
 	st.Weights.Observed = row.Observed
-	next := metav1.NewTime(r.now())
+	next := metav1.NewMicroTime(r.now())
 	switch res.Verdict {
 	case v1alpha1.VerdictPass:
 		st.Inconclusive = 0

@@ -136,6 +136,15 @@ func clock(t *metav1.Time) string {
 	return t.UTC().Format("15:04:05")
 }
 
+// clockMicro is a gate's or window's time: to the millisecond, as gates
+// open within a second of the last ACK.
+func clockMicro(t *metav1.MicroTime) string {
+	if t == nil || t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format("15:04:05.000")
+}
+
 // WriteStatus is `meshrelease status NAME`: where the release is, the four
 // weights, the open gate and the history with every window's numbers.
 func WriteStatus(w io.Writer, r *v1alpha1.Release, now time.Time) error {
@@ -163,7 +172,7 @@ func WriteStatus(w io.Writer, r *v1alpha1.Release, now time.Time) error {
 		if left < 0 {
 			left = 0
 		}
-		fmt.Fprintf(w, " (this one opened %s, %s left)", clock(s.WindowStart), left.Round(time.Second))
+		fmt.Fprintf(w, " (this one opened %s, %s left)", clockMicro(s.WindowStart), left.Round(time.Second))
 	}
 	fmt.Fprintln(w)
 	if s.Failures > 0 || s.Inconclusive > 0 {
@@ -185,9 +194,9 @@ func WriteStatus(w io.Writer, r *v1alpha1.Release, now time.Time) error {
 	}
 
 	if g := s.Gate; g != nil {
-		fmt.Fprintf(w, "\nGate:     %s (resourceVersion %s) written %s", g.Object, g.ResourceVersion, clock(&g.WrittenAt))
+		fmt.Fprintf(w, "\nGate:     %s (resourceVersion %s) written %s", g.Object, g.ResourceVersion, clockMicro(&g.WrittenAt))
 		if g.OpenedAt != nil {
-			fmt.Fprintf(w, ", opened %s after %s", clock(g.OpenedAt), g.OpenedAt.Sub(g.WrittenAt.Time).Round(time.Millisecond))
+			fmt.Fprintf(w, ", opened %s after %s", clockMicro(g.OpenedAt), g.OpenedAt.Sub(g.WrittenAt.Time).Round(time.Millisecond))
 		} else {
 			fmt.Fprintf(w, ", open for %s", now.Sub(g.WrittenAt.Time).Round(time.Second))
 		}
@@ -234,7 +243,7 @@ func WriteStatus(w io.Writer, r *v1alpha1.Release, now time.Time) error {
 		}
 		window := "-"
 		if h.WindowStart != nil {
-			window = clock(h.WindowStart) + "–" + clock(h.WindowEnd)
+			window = clockMicro(h.WindowStart) + "–" + clockMicro(h.WindowEnd)
 		}
 		fmt.Fprintf(tw, "  %d\t%d%%\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
 			h.Step+1, h.Weight, window, gate, h.Verdict, dash(to.Requests), dash(to.Failed), percent(to.ErrorRate),

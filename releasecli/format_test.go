@@ -25,6 +25,8 @@ func at(hms string) *metav1.Time {
 	return &metav1.Time{Time: time.Date(2026, 12, 2, t.Hour(), t.Minute(), t.Second(), 0, time.UTC)}
 }
 
+func atµ(hms string) *metav1.MicroTime { return &metav1.MicroTime{Time: at(hms).Time} }
+
 // progressing is a release at step 2 of 4, its first window passed, the
 // second step's gate waiting for one proxy.
 func progressing() *v1alpha1.Release {
@@ -42,12 +44,12 @@ func progressing() *v1alpha1.Release {
 			From: "v1", Step: 1, StepLabel: "2/4 (25%)",
 			Weights: v1alpha1.Weights{Desired: 25, Applied: 25, Synced: "11/12", Observed: "9.7"},
 			Gate: &v1alpha1.GateStatus{
-				Object: "VirtualService/shop/greeter", ResourceVersion: "4242", WrittenAt: *at("18:09:20"), Synced: "11/12",
+				Object: "VirtualService/shop/greeter", ResourceVersion: "4242", WrittenAt: *atµ("18:09:20"), Synced: "11/12",
 				Waiting: []v1alpha1.ProxyWait{{Proxy: "caller-7f9c.shop", Istiod: "istiod-0", Type: "RDS", Since: at("18:09:21")}},
 			},
 			History: []v1alpha1.HistoryRow{{
-				Step: 0, Weight: 10, GateWrittenAt: at("18:08:00"), GateOpenedAt: &metav1.Time{Time: at("18:08:00").Add(420 * time.Millisecond)},
-				WindowStart: at("18:08:00"), WindowEnd: at("18:09:00"), Verdict: v1alpha1.VerdictPass,
+				Step: 0, Weight: 10, GateWrittenAt: atµ("18:08:00"), GateOpenedAt: &metav1.MicroTime{Time: at("18:08:00").Add(420 * time.Millisecond)},
+				WindowStart: atµ("18:08:00"), WindowEnd: atµ("18:09:00"), Verdict: v1alpha1.VerdictPass,
 				Reason:   "error rate 0.00% ≤ 1.00%, 118 requests ≥ 50",
 				To:       &v1alpha1.WindowNumbers{Requests: "118", Failed: "0", ErrorRate: "0", P50: "3.1", P99: "12"},
 				From:     &v1alpha1.WindowNumbers{Requests: "1062", Failed: "1", ErrorRate: "0.00094", P50: "3", P99: "11.5"},
@@ -64,8 +66,8 @@ func rolledBack() *v1alpha1.Release {
 	r.Status.Weights = v1alpha1.Weights{Desired: 0, Applied: 0, Synced: "12/12", Observed: "24.9"}
 	r.Status.Failures = 2
 	for _, w := range []string{"18:10:00", "18:11:00"} {
-		s := at(w)
-		e := metav1.NewTime(s.Add(time.Minute))
+		s := atµ(w)
+		e := metav1.NewMicroTime(s.Add(time.Minute))
 		r.Status.History = append(r.Status.History, v1alpha1.HistoryRow{
 			Step: 1, Weight: 25, WindowStart: s, WindowEnd: &e, Verdict: v1alpha1.VerdictFail,
 			Reason:   "error rate 5.10% > 1.00%",

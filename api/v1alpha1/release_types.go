@@ -300,9 +300,10 @@ type ReleaseStatus struct {
 	Gate *GateStatus `json:"gate,omitempty"`
 
 	// WindowStart is when the current analysis window began (the gate's
-	// opening).
+	// opening). Gate and window times are MicroTime: a window must not
+	// start a second early, before every caller held its weights.
 	// +optional
-	WindowStart *metav1.Time `json:"windowStart,omitempty"`
+	WindowStart *metav1.MicroTime `json:"windowStart,omitempty"`
 	// Failures and Inconclusive count this step's windows.
 	// +optional
 	Failures int32 `json:"failures,omitempty"`
@@ -364,10 +365,10 @@ type GateStatus struct {
 	// ResourceVersion is the object's after the write.
 	ResourceVersion string `json:"resourceVersion"`
 	// WrittenAt is when the write returned.
-	WrittenAt metav1.Time `json:"writtenAt"`
+	WrittenAt metav1.MicroTime `json:"writtenAt"`
 	// OpenedAt is set once every proxy holds the write.
 	// +optional
-	OpenedAt *metav1.Time `json:"openedAt,omitempty"`
+	OpenedAt *metav1.MicroTime `json:"openedAt,omitempty"`
 	// Synced is "n/m" at the last poll.
 	// +optional
 	Synced string `json:"synced,omitempty"`
@@ -407,13 +408,13 @@ type HistoryRow struct {
 	// GateWrittenAt → GateOpenedAt is the propagation delay of the step's
 	// write.
 	// +optional
-	GateWrittenAt *metav1.Time `json:"gateWrittenAt,omitempty"`
+	GateWrittenAt *metav1.MicroTime `json:"gateWrittenAt,omitempty"`
 	// +optional
-	GateOpenedAt *metav1.Time `json:"gateOpenedAt,omitempty"`
+	GateOpenedAt *metav1.MicroTime `json:"gateOpenedAt,omitempty"`
 	// +optional
-	WindowStart *metav1.Time `json:"windowStart,omitempty"`
+	WindowStart *metav1.MicroTime `json:"windowStart,omitempty"`
 	// +optional
-	WindowEnd *metav1.Time `json:"windowEnd,omitempty"`
+	WindowEnd *metav1.MicroTime `json:"windowEnd,omitempty"`
 	Verdict   Verdict      `json:"verdict"`
 	// Reason is the one line that decided the verdict.
 	// +optional
