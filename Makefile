@@ -7,7 +7,7 @@ BIN      := bin/meshready
 RELEASE_BIN := bin/meshrelease
 FUZZTIME ?= 10s
 # Packages with fuzz targets; `make fuzz` runs each target for $(FUZZTIME).
-FUZZ_PKGS := ./envoyadmin ./probe ./pilotclient ./lint
+FUZZ_PKGS := ./envoyadmin ./probe ./pilotclient ./lint ./analysis
 
 .PHONY: all generate generate-check build build-meshrelease lint-examples agent-deps test deps fmt-check vet unit bench fuzz run clean size loadtest integration demo cluster-bins
 
