@@ -404,3 +404,23 @@ func TestNewThresholdsFull(t *testing.T) {
 		t.Fatalf("%v %s", err, q.Failed)
 	}
 }
+
+func TestJudgeInvalidInput(t *testing.T) {
+	t.Parallel()
+	a := newTestAnalyzer(t, "http://127.0.0.1:1", Config{})
+	for _, tc := range []struct {
+		t Target
+		w Window
+	}{
+		{testTarget, Window{Start: testEnd, End: testEnd}},
+		{Target{Namespace: "shop"}, testWindow},
+	} {
+		r, err := a.Judge(context.Background(), tc.t, tc.w, testTh)
+		if err == nil || r.Verdict != v1alpha1.VerdictInconclusive || r.Reason != err.Error() || len(r.Queries) != 0 {
+			t.Errorf("%+v %s: %s %q %v", tc.t, tc.w, r.Verdict, r.Reason, err)
+		}
+	}
+	if _, err := New(Config{URL: "prometheus:9090"}); err == nil {
+		t.Error("a URL without a scheme was accepted")
+	}
+}
