@@ -452,9 +452,18 @@ func TestReleaseIstiodRestartedInGate(t *testing.T) {
 		}
 		return false
 	})
-	t.Logf("release shop-%s → shop-v7, istiod restarted in step 2's gate:\n%s", from, historyTable(rel, c.calls()))
+	calls := c.calls()
+	t.Logf("release shop-%s → shop-v7, istiod restarted in step 2's gate:\n%s", from, historyTable(rel, calls))
 	if rel.Status.Phase != v1alpha1.PhaseSucceeded {
 		t.Fatalf("phase %s: %s", rel.Status.Phase, rel.Status.Message)
+	}
+	// The callers that reconnected after the restart held the weights
+	// before the window began: their traffic in every window matches.
+	for _, h := range rel.Status.History {
+		share, n := VersionShare(calls, "v7", h.WindowStart.Time, h.WindowEnd.Time)
+		if d := share - float64(h.Weight); d > 8 || d < -8 {
+			t.Errorf("step %d: the callers sent %.1f%% of %d calls to v7, want %d%%", h.Step+1, share, n, h.Weight)
+		}
 	}
 	checkGates(t, rel, seen)
 }

@@ -125,7 +125,19 @@ type gateState struct {
 	since     time.Time // the write
 	lastCheck time.Time
 	replicas  map[string]*replicaGate
+	// known are the callers this gate has seen: one that drops out of
+	// every replica's syncz (istiod restarted, the proxy reconnecting,
+	// which grpc-go's backoff can stretch to many seconds) still has to
+	// hold the write when it is back. missing is since when a known
+	// caller has been absent from polls that did answer.
+	known   map[string]bool
+	missing map[string]time.Time
 }
+
+// forget is how long a known caller may be missing from every replica's
+// answers before the gate takes it as gone (its pod deleted) rather than
+// reconnecting.
+const forget = 30 * time.Second
 
 type replicaGate struct {
 	target      string          // V*: a push version that holds the write
@@ -149,8 +161,20 @@ func (g *Gatekeeper) Check(ctx context.Context, key string, want Want, since tim
 	}
 	st := g.gates[key]
 	if st == nil {
-		st = &gateState{want: want, since: since, replicas: map[string]*replicaGate{}}
+		st = &gateState{want: want, since: since, replicas: map[string]*replicaGate{}, known: map[string]bool{}, missing: map[string]time.Time{}}
 		g.gates[key] = st
+		// Callers of the last poll (another gate's, a moment ago) are
+		// known too: a write made while istiod restarts must not start
+		// with them out of sight.
+		if s := g.snap; s != nil && s.err == nil && time.Since(s.at) < forget {
+			for _, rs := range s.replicas {
+				for _, p := range rs.proxies {
+					if t, ok := p.Type(want.Type); ok && t.Sent != "" {
+						st.known[p.ProxyID] = true
+					}
+				}
+			}
+		}
 	}
 	st.lastCheck = time.Now()
 	g.expireLocked()
@@ -179,6 +203,47 @@ func (g *Gatekeeper) Check(ctx context.Context, key string, want Want, since tim
 			errs = append(errs, fmt.Errorf("istiod %s: %w", rs.Name, err))
 			res.Open = false
 		}
+	}
+	// Callers seen before and missing now: still waited for, a while.
+	if len(errs) == 0 {
+		present := map[string]bool{}
+		for _, rs := range snap.replicas {
+			for _, p := range rs.proxies {
+				if t, ok := p.Type(want.Type); ok && t.Sent != "" {
+					present[p.ProxyID] = true
+				}
+			}
+		}
+		g.mu.Lock()
+		for _, rs := range snap.replicas {
+			rg := st.replicas[rs.Name]
+			for _, p := range rs.proxies {
+				if present[p.ProxyID] && !rg.notCallers[p.ProxyID] {
+					st.known[p.ProxyID] = true
+				}
+			}
+		}
+		for id := range st.known {
+			if present[id] {
+				delete(st.missing, id)
+				continue
+			}
+			first, ok := st.missing[id]
+			if !ok {
+				first = snap.at
+				st.missing[id] = first
+			}
+			if snap.at.Sub(first) > forget {
+				delete(st.known, id)
+				delete(st.missing, id)
+				continue
+			}
+			res.Total++
+			res.Open = false
+			since := metav1.NewTime(first)
+			res.Waiting = append(res.Waiting, v1alpha1.ProxyWait{Proxy: id, Type: want.Type + " (not connected to any istiod replica)", Since: &since})
+		}
+		g.mu.Unlock()
 	}
 	sort.Slice(res.Waiting, func(i, j int) bool {
 		a, b := res.Waiting[i].Since, res.Waiting[j].Since

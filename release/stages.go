@@ -234,6 +234,9 @@ func (r *Reconciler) recordWrite(rel *v1alpha1.Release, object, rv string, wrote
 	rel.Status.Gate = &v1alpha1.GateStatus{Object: object, ResourceVersion: rv, WrittenAt: metav1.NewMicroTime(r.now())}
 }
 
+// firstLook is how long after a write the gate first asks Pilot.
+const firstLook = 300 * time.Millisecond
+
 // waitGate looks at the release's gate once: true when every caller holds
 // the write. A gate past spec.propagation.timeout pauses the release and
 // names the proxies.
@@ -244,6 +247,13 @@ func (r *Reconciler) waitGate(ctx context.Context, rel *v1alpha1.Release, want W
 	}
 	if r.Gates == nil {
 		return false, ctrl.Result{}, errors.New("no propagation gate configured")
+	}
+	// istiod debounces a change for 100 ms before it pushes: the first
+	// look comes after that, so the gate opens a moment after the last
+	// ACK instead of a whole poll interval later.
+	if early := firstLook - r.now().Sub(g.WrittenAt.Time); early > 0 {
+		rel.Status.Message = oneLine(fmt.Sprintf("waiting for %s to propagate", g.Object))
+		return false, ctrl.Result{RequeueAfter: early}, nil
 	}
 	res, err := r.Gates.Check(ctx, gateKey(rel), want, g.WrittenAt.Time)
 	if err == nil {
@@ -513,9 +523,8 @@ func (r *Reconciler) analyze(ctx context.Context, rel *v1alpha1.Release) (ctrl.R
 		return ctrl.Result{}, nil
 	}
 	target := analysis.Target{Namespace: rel.Namespace, Service: rel.Spec.Service, ToWorkload: r.toName(rel), FromWorkload: st.FromDeployment}
-	if st.Weights.Desired == 100 {
-		target.FromWorkload = "" // From gets nothing at 100 %: no baseline
-	}
+	// At 100 % From still counts for Observed (a caller still sending
+	// there shows); analysis skips the baseline when From served too few.
 	res, _ := r.Judge.Judge(ctx, target, analysis.Window{Start: start, End: end}, th)
 	g := st.Gate
 	row := v1alpha1.HistoryRow{Step: st.Step, Weight: st.Weights.Desired}
