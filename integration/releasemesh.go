@@ -90,6 +90,9 @@ type ReleaseMesh struct {
 // StartReleaseMesh installs the Release CRD and the shop objects, deploys
 // shop-v1 and starts the controller.
 func StartReleaseMesh(ctx context.Context, m *ClusterMesh, dir string) (*ReleaseMesh, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
 	bin := filepath.Join(dir, "meshrelease")
 	if err := goBuild("..", bin, "./cmd/meshrelease"); err != nil {
 		return nil, err
