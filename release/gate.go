@@ -102,10 +102,11 @@ type Gatekeeper struct {
 	// OnPilotRequest counts Pilot requests (for the release's figures).
 	OnPilotRequest func(kind string)
 
-	mu      sync.Mutex
-	polling sync.Mutex // one poll at a time; others wait for its answer
-	snap    *fleetSnapshot
-	gates   map[string]*gateState
+	mu       sync.Mutex
+	polling  sync.Mutex // one poll at a time; others wait for its answer
+	snap     *fleetSnapshot
+	lastGood *fleetSnapshot // the last poll every replica answered
+	gates    map[string]*gateState
 }
 
 type fleetSnapshot struct {
@@ -132,6 +133,19 @@ type gateState struct {
 	// caller has been absent from polls that did answer.
 	known   map[string]bool
 	missing map[string]time.Time
+	looked  bool
+}
+
+func (s *fleetSnapshot) failed() bool {
+	if s.err != nil {
+		return true
+	}
+	for _, r := range s.replicas {
+		if r.err != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // forget is how long a known caller may be missing from every replica's
@@ -163,24 +177,31 @@ func (g *Gatekeeper) Check(ctx context.Context, key string, want Want, since tim
 	if st == nil {
 		st = &gateState{want: want, since: since, replicas: map[string]*replicaGate{}, known: map[string]bool{}, missing: map[string]time.Time{}}
 		g.gates[key] = st
-		// Callers of the last poll (another gate's, a moment ago) are
-		// known too: a write made while istiod restarts must not start
-		// with them out of sight.
-		if s := g.snap; s != nil && s.err == nil && time.Since(s.at) < forget {
-			for _, rs := range s.replicas {
-				for _, p := range rs.proxies {
-					if t, ok := p.Type(want.Type); ok && t.Sent != "" {
-						st.known[p.ProxyID] = true
-					}
-				}
-			}
-		}
 	}
 	st.lastCheck = time.Now()
 	g.expireLocked()
 	g.mu.Unlock()
 
 	snap, err := g.snapshot(ctx, since)
+	g.mu.Lock()
+	if !st.looked {
+		// A gate whose first look fails (istiod down: restarting) starts
+		// knowing the callers of the last answer Pilot gave, so that the
+		// ones still reconnecting when it is back are waited for.
+		if snap == nil || snap.failed() {
+			if s := g.lastGood; s != nil && time.Since(s.at) < 5*time.Minute {
+				for _, rs := range s.replicas {
+					for _, p := range rs.proxies {
+						if t, ok := p.Type(want.Type); ok && t.Sent != "" {
+							st.known[p.ProxyID] = true
+						}
+					}
+				}
+			}
+		}
+		st.looked = true
+	}
+	g.mu.Unlock()
 	if err != nil {
 		return GateResult{}, err
 	}
@@ -337,6 +358,9 @@ func (g *Gatekeeper) snapshot(ctx context.Context, since time.Time) (*fleetSnaps
 	}
 	g.mu.Lock()
 	g.snap = s
+	if !s.failed() {
+		g.lastGood = s
+	}
 	g.mu.Unlock()
 	return s, s.err
 }

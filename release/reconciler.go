@@ -313,4 +313,3 @@ func (r *Reconciler) preconditions(ctx context.Context, rel *v1alpha1.Release) (
 	r.enter(rel, v1alpha1.PhaseDeploying, v1alpha1.StageDeploy, "deploying "+rel.Spec.To.Version)
 	return ctrl.Result{Requeue: true}, nil
 }
-

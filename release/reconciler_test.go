@@ -526,4 +526,3 @@ func TestReleasePersonEdits(t *testing.T) {
 		t.Errorf("after abort the route is %v", got)
 	}
 }
-
