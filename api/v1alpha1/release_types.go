@@ -415,7 +415,7 @@ type HistoryRow struct {
 	WindowStart *metav1.MicroTime `json:"windowStart,omitempty"`
 	// +optional
 	WindowEnd *metav1.MicroTime `json:"windowEnd,omitempty"`
-	Verdict   Verdict      `json:"verdict"`
+	Verdict   Verdict           `json:"verdict"`
 	// Reason is the one line that decided the verdict.
 	// +optional
 	Reason string `json:"reason,omitempty"`
