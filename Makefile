@@ -116,9 +116,11 @@ clean:
 loadtest: build
 	$(GO) run ./internal/healthload -bin $(BIN) -rate 5000 -duration 10s -pin
 
-# Against Istio's real discovery server (its own module: istio's dependency
-# graph is ~700 MB). Without -race: the in-process Pilot is too slow under the
-# race detector for the 200-pod load test (integration/README.md).
+# The local mesh on the real control plane (cluster-bins), the 200-agent load
+# on the real istiod, and the scenarios that need Pilot's internals (istiod's
+# discovery server in-process). Its own module: istio's dependency graph is
+# ~700 MB. Without -race: the in-process Pilot is too slow under the race
+# detector (integration/README.md).
 integration: cluster-bins
 	cd integration && MESHREADY_REQUIRE_CLUSTER=$${MESHREADY_REQUIRE_CLUSTER:-1} $(GO) test -count=1 -timeout 25m ./...
 

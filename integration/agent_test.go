@@ -156,11 +156,18 @@ func startAgent(t testing.TB, args ...string) *Agent {
 // spawnAgent starts the process and returns at once.
 func spawnAgent(t testing.TB, args ...string) *Agent {
 	t.Helper()
+	return spawnAgentOn(t, fmt.Sprintf("127.0.0.1:%d", freePort(t)), args...)
+}
+
+// spawnAgentOn is spawnAgent listening on listen (host:port): many agents
+// beside many ephemeral listeners take fixed ports on addresses of their
+// own, as a free port picked and closed can be taken before the agent binds it.
+func spawnAgentOn(t testing.TB, listen string, args ...string) *Agent {
+	t.Helper()
 	needAgent(t)
-	port := freePort(t)
-	a := &Agent{t: t, URL: fmt.Sprintf("http://127.0.0.1:%d", port), log: &syncBuffer{}, done: make(chan struct{}),
+	a := &Agent{t: t, URL: "http://" + listen, log: &syncBuffer{}, done: make(chan struct{}),
 		hc: &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}}
-	a.Args = append([]string{"serve", fmt.Sprintf("--listen=127.0.0.1:%d", port)}, args...)
+	a.Args = append([]string{"serve", "--listen=" + listen}, args...)
 	a.cmd = exec.Command(agentBin, a.Args...)
 	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
 	a.cmd.Env = append(os.Environ(), "POD_NAME=", "POD_NAMESPACE=")

@@ -185,14 +185,18 @@ spec:
 			time.Sleep(d)
 		}
 		pd := &pod{name: fmt.Sprintf("load-%d", i+1), started: time.Now()}
+		// Each pod's sidecar admin and agent on a loopback address of its
+		// own (all of 127/8 is local), fixed ports: 400 ephemeral ports
+		// picked while 400 processes bind would collide.
+		lo := fmt.Sprintf("127.2.%d.%d", i/250, i%250+1)
 		d, err := StartDataPlane(DataPlaneOptions{Pilot: localcluster.IstiodXDS, Pod: pd.name, Namespace: ns, IP: ip(i),
-			Labels: map[string]string{"app": "app", "version": "v1"}, Workload: "app"})
+			Labels: map[string]string{"app": "app", "version": "v1"}, Workload: "app", AdminAddr: lo + ":15000"})
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(d.Close)
 		pd.d = d
-		pd.a = spawnAgent(t, "--envoy-admin="+d.AdminURL(), "--sidecar=required", "--pilot="+counter.URL,
+		pd.a = spawnAgentOn(t, lo+":54321", "--envoy-admin="+d.AdminURL(), "--sidecar=required", "--pilot="+counter.URL,
 			"--sync-gate=startup", "--pilot-source=auto", "--log-level=warn")
 		pd.a.quietOnFail = true
 		pods[i] = pd
@@ -441,4 +445,51 @@ func istiodCounter(url, name string) float64 {
 		}
 	}
 	return sum
+}
+
+// agentRSS sums VmRSS (KiB) of the agent processes still running.
+func agentRSS[P any](pods []P, agent func(P) *Agent) (kib int64, procs int) {
+	for _, pd := range pods {
+		a := agent(pd)
+		if a == nil || a.cmd.Process == nil {
+			continue
+		}
+		f, err := os.Open(fmt.Sprintf("/proc/%d/status", a.cmd.Process.Pid))
+		if err != nil {
+			continue
+		}
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+				if k, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64); err == nil {
+					kib += k
+					procs++
+				}
+			}
+		}
+		f.Close()
+	}
+	return kib, procs
+}
+
+func envInt(t *testing.T, name string, def int) int {
+	if v := os.Getenv(name); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n <= 0 {
+			t.Fatalf("%s=%q: want a positive integer", name, v)
+		}
+		return n
+	}
+	return def
+}
+
+func envDuration(t *testing.T, name string, def time.Duration) time.Duration {
+	if v := os.Getenv(name); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			t.Fatalf("%s=%q: want a positive duration", name, v)
+		}
+		return d
+	}
+	return def
 }

@@ -107,6 +107,9 @@ func run(lag time.Duration, rate int, linger time.Duration, verbose bool) int {
 		return 1
 	}
 	code = act3(ctx, out, mesh, lag, rate)
+	if c := act4(ctx, out, mesh, dir); c != 0 {
+		code = c
+	}
 	say(out, "\ndemo finished in %s (logs of every component and pod: %s)\n", time.Since(t0).Round(100*time.Millisecond), dir)
 	say(out, "more: README.md \"The local mesh\"; the same runs as tests: cd integration && go test -v -run 'TestCluster' .\n")
 	return code
@@ -401,13 +404,13 @@ func act3(ctx context.Context, out io.Writer, mesh *integration.ClusterMesh, lag
 		}
 		rows = append(rows, row{mode, res, rep})
 	}
-	say(out, "\n  %-28s %8s %8s %9s %9s %10s\n", "rolling restart", "calls", "failed", "p99", "max", "took")
+	say(out, "\n  %-28s %8s %8s %9s %9s %9s %10s\n", "rolling restart", "calls", "failed", "p50", "p99", "max", "took")
 	for _, r := range rows {
 		name := "naive (SIGTERM at once)"
 		if r.mode == integration.MeshReady {
 			name = "meshready run (drain)"
 		}
-		say(out, "  %-28s %8d %8d %9s %9s %10s\n", name, r.res.Total, r.res.Failed,
+		say(out, "  %-28s %8d %8d %9s %9s %9s %10s\n", name, r.res.Total, r.res.Failed, r.res.P50.Round(100*time.Microsecond),
 			r.res.P99.Round(100*time.Microsecond), r.res.Max.Round(time.Millisecond), r.rep.Took.Round(100*time.Millisecond))
 	}
 	if rows[1].res.Failed != 0 {
