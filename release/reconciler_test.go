@@ -437,6 +437,9 @@ func TestReleaseStateMachine(t *testing.T) {
 				if !rel.Spec.Paused {
 					t.Errorf("paused by the controller without spec.paused")
 				}
+				if !strings.HasPrefix(rel.Status.Message, "paused: ") || strings.Contains(rel.Status.Message, "spec.paused") {
+					t.Errorf("paused without the controller's reason: %s", rel.Status.Message)
+				}
 				if !tc.acks && !strings.Contains(rel.Status.Message, "caller-1."+w.ns) {
 					t.Errorf("the proxy that did not ACK is not named: %s", rel.Status.Message)
 				}

@@ -312,8 +312,9 @@ func (r *Reconciler) pauseForPerson(ctx context.Context, rel *v1alpha1.Release, 
 		rel.Status.Message = oneLine(msg + " (could not set spec.paused: " + err.Error() + ")")
 		return
 	}
+	// rel keeps its resourceVersion: the status patch that follows is a
+	// merge patch without one, so the spec edit cannot make it conflict.
 	rel.Spec.Paused = true
-	rel.ResourceVersion = cp.ResourceVersion
 }
 
 func (r *Reconciler) wantSubset(rel *v1alpha1.Release, subset string, present bool) Want {
