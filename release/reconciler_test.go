@@ -236,6 +236,9 @@ func (w *world) run(limit int, until func(*v1alpha1.Release) bool) *v1alpha1.Rel
 		if rel.Status.Stage == v1alpha1.StageRetireDeploy {
 			w.setReady(rel.Status.FromDeployment, 0) // the ReplicaSet controller ended the pods
 		}
+		if rel.Status.Stage == v1alpha1.StageDeploy && rel.Status.ToDeployment != "" && rel.Spec.To.Image != "" {
+			w.setReady(rel.Status.ToDeployment, 2) // the clone's pods came up
+		}
 		res, err := w.r.Reconcile(ctx, ctrl.Request{NamespacedName: types.NamespacedName{Namespace: w.ns, Name: "shop-v2"}})
 		if err != nil && !apierrors.IsConflict(err) && !strings.Contains(err.Error(), "test operation") {
 			w.t.Logf("reconcile %d: %v", i, err)
@@ -383,6 +386,11 @@ func TestReleaseStateMachine(t *testing.T) {
 		{name: "a proxy that never ACKs pauses and is named", steps: []int32{10, 100}, acks: false,
 			// The subset's push is ACKed (the fake's first); step 1's weights never are.
 			phase: v1alpha1.PhasePaused, history: "10:GateTimeout", route: map[string]int32{"v1": 90, "v2": 10}, subsets: []string{"v1", "v2"}},
+		{name: "cloned from v1 with a new image", steps: []int32{50, 100}, acks: true,
+			mod: func(r *v1alpha1.Release) {
+				r.Spec.To = v1alpha1.ReleaseTarget{Version: "v3", Image: "shop:v3"}
+			},
+			phase: v1alpha1.PhaseSucceeded, history: "50:Pass 100:Pass", route: map[string]int32{"v3": 100}, subsets: []string{"v3"}},
 		{name: "retire skipped", steps: []int32{100}, acks: true, mod: func(r *v1alpha1.Release) { r.Spec.Retire.Skip = true },
 			phase: v1alpha1.PhaseSucceeded, history: "100:Pass", route: map[string]int32{"v1": 0, "v2": 100}, subsets: []string{"v1", "v2"}},
 	}
@@ -401,7 +409,8 @@ func TestReleaseStateMachine(t *testing.T) {
 				t.Errorf("history %q, want %q", got, tc.history)
 			}
 			vs := w.vs()
-			i := ReleaseRoute(&vs.Spec, "shop", w.ns, "v1", "v2")
+			to := rel.Spec.To.Version
+			i := ReleaseRoute(&vs.Spec, "shop", w.ns, "v1", to)
 			if got := RouteWeights(&vs.Spec, i); fmt.Sprint(got) != fmt.Sprint(tc.route) {
 				t.Errorf("default route %v, want %v", got, tc.route)
 			}
@@ -428,6 +437,16 @@ func TestReleaseStateMachine(t *testing.T) {
 					t.Errorf("rolled back, but shop-v2 not scaled to 0")
 				}
 			case v1alpha1.PhaseSucceeded:
+				if rel.Spec.To.Image != "" {
+					var c appsv1.Deployment
+					if err := w.c.Get(context.Background(), types.NamespacedName{Namespace: w.ns, Name: "shop-v3"}, &c); err != nil {
+						t.Fatalf("the clone: %v", err)
+					}
+					if c.Spec.Template.Spec.Containers[0].Image != "shop:v3" || c.Spec.Selector.MatchLabels["version"] != "v3" || c.Spec.Template.Labels["version"] != "v3" || c.Labels["version"] != "v3" ||
+						c.Spec.Template.Spec.TerminationGracePeriodSeconds == nil || *c.Spec.Template.Spec.TerminationGracePeriodSeconds != 40 || c.Annotations[releaseAnnotation] != "shop-v2" {
+						t.Errorf("the clone is not v1's Deployment with image and version changed: %+v", c)
+					}
+				}
 				var d appsv1.Deployment
 				err := w.c.Get(context.Background(), types.NamespacedName{Namespace: w.ns, Name: "shop-v1"}, &d)
 				if tc.mod == nil && !apierrors.IsNotFound(err) {
