@@ -86,7 +86,8 @@ type Config struct {
 	Argv []string
 
 	// Hold blocks until the sidecar can route, returning nil, or an error
-	// when it gives up. It gets a context that ends at StartTimeout. A nil
+	// when it gives up; ErrNoSidecar means it found there is no sidecar
+	// (CMD starts at once, logged as such). It gets a context that ends at StartTimeout. A nil
 	// Hold starts CMD at once (no sidecar).
 	Hold func(ctx context.Context) error
 	// StartTimeout bounds Hold; Run acts at the deadline even if Hold does
@@ -125,7 +126,8 @@ type Config struct {
 	OnDrain func()
 	// EnvoyDrain, when set, is called once as the drain starts (e.g. POST
 	// /drain_listeners?inboundonly&graceful). It runs aside: its error is
-	// logged and never delays the drain.
+	// logged and never delays the drain; ErrNoSidecar (nothing to drain)
+	// is not logged.
 	EnvoyDrain func(ctx context.Context) error
 	// Activity reads the sidecar's inbound traffic. nil means there is no
 	// sidecar: the drain is DrainMin only. ErrNoSidecar and ErrSidecarGone
@@ -136,6 +138,7 @@ type Config struct {
 	// path once the config is valid — CMD exited, start timeout, CMD not
 	// found, a signal while holding — so a Job's sidecar never outlives it
 	// (scuttle#34, linkerd-await#571). Its context ends after 5s.
+	// ErrNoSidecar means there was none to quit (logged at debug only).
 	QuitSidecar func(ctx context.Context) error
 
 	// OnPhase is called on each phase change, from Run's goroutine; it
@@ -189,10 +192,15 @@ func (c Config) Validate() error {
 // logs them at start.
 func (c Config) Warnings() []string {
 	var w []string
-	if c.TerminationGrace > 0 && c.DrainMax+c.Grace > c.TerminationGrace {
+	// Without a sidecar (Activity nil) the drain is drain-min only.
+	longest, name := c.DrainMax, "drain-max"
+	if c.Activity == nil {
+		longest, name = c.DrainMin, "drain-min"
+	}
+	if c.TerminationGrace > 0 && longest+c.Grace > c.TerminationGrace {
 		w = append(w, fmt.Sprintf(
-			"drain-max (%s) + grace (%s) = %s exceeds termination-grace (%s): the kubelet may SIGKILL CMD before it has finished; raise terminationGracePeriodSeconds or lower drain-max/grace",
-			c.DrainMax, c.Grace, c.DrainMax+c.Grace, c.TerminationGrace))
+			"%s (%s) + grace (%s) = %s exceeds termination-grace (%s): the kubelet may SIGKILL CMD before it has finished; raise terminationGracePeriodSeconds or lower %s/grace",
+			name, longest, c.Grace, longest+c.Grace, c.TerminationGrace, name))
 	}
 	if c.Activity != nil && c.DrainQuiet > c.DrainMax {
 		w = append(w, fmt.Sprintf(

@@ -77,6 +77,7 @@ type supervisor struct {
 	path string
 	pid  int // CMD's pid, which is also its process group id; 0 until started
 
+	holdCtx    context.Context
 	holdCancel context.CancelFunc
 	holdDone   chan error
 	holdTimer  *time.Timer
@@ -162,7 +163,7 @@ func (s *supervisor) run(ctx context.Context) int {
 		case err := <-s.holdDone:
 			s.onHoldDone(err)
 		case <-timerC(s.holdTimer):
-			s.onHoldFailed(fmt.Errorf("sidecar not ready after start-timeout %s", s.cfg.StartTimeout))
+			s.onHoldFailed(s.holdTimedOut())
 		case r := <-s.readings:
 			s.onReading(r)
 		case <-timerC(s.minTimer):
@@ -318,7 +319,7 @@ func (s *supervisor) startHold(ctx context.Context) {
 	// cancelled ctx reaches the loop as a SIGTERM, not as a failed hold.
 	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.StartTimeout+s.cfg.HoldSlack)
 	done := make(chan error, 1)
-	s.holdCancel, s.holdDone = cancel, done
+	s.holdCtx, s.holdCancel, s.holdDone = hctx, cancel, done
 	// Our own timer acts at the deadline even if Hold ignores its context.
 	s.holdTimer = time.NewTimer(s.cfg.StartTimeout + s.cfg.HoldSlack)
 	go func() { done <- s.cfg.Hold(hctx) }()
@@ -329,29 +330,74 @@ func (s *supervisor) stopHold() {
 		s.holdCancel()
 	}
 	stopTimer(&s.holdTimer)
-	s.holdCancel, s.holdDone = nil, nil
+	s.holdCtx, s.holdCancel, s.holdDone = nil, nil, nil
 }
 
 func (s *supervisor) onHoldDone(err error) {
-	if err != nil {
-		s.onHoldFailed(err)
-		return
+	switch {
+	case errors.Is(err, ErrNoSidecar):
+		// Decided while holding (auto-detection): nothing to wait for.
+		s.stopHold()
+		s.log.Info("no sidecar: starting CMD", "held", time.Since(s.phaseStart).Round(time.Millisecond))
+		s.startCmd()
+	case err != nil:
+		why := "sidecar not ready: " + err.Error()
+		if s.holdCtxExpired() {
+			why = s.holdTimeoutText(err)
+		}
+		s.onHoldFailed(why)
+	default:
+		s.stopHold()
+		s.log.Info("sidecar ready", "held", time.Since(s.phaseStart).Round(time.Millisecond))
+		s.startCmd()
 	}
-	s.stopHold()
-	s.log.Info("sidecar ready", "held", time.Since(s.phaseStart).Round(time.Millisecond))
-	s.startCmd()
+}
+
+// holdTimedOut is the hold's deadline firing on our own timer: the Hold
+// ends at the same deadline, so give it a moment to say its last reason
+// (which check, why) instead of reporting only that time ran out.
+func (s *supervisor) holdTimedOut() string {
+	done := s.holdDone
+	if s.holdCancel != nil {
+		s.holdCancel()
+	}
+	select {
+	case err := <-done:
+		if err != nil && !errors.Is(err, ErrNoSidecar) {
+			return s.holdTimeoutText(err)
+		}
+	case <-time.After(holdReasonWait):
+	}
+	return s.holdTimeoutText(nil)
+}
+
+// holdReasonWait is how long a timed-out Hold gets to return its reason.
+const holdReasonWait = 200 * time.Millisecond
+
+func (s *supervisor) holdCtxExpired() bool {
+	return s.holdCtx != nil && s.holdCtx.Err() != nil
+}
+
+// holdTimeoutText names the one deadline that fired (--start-timeout, as
+// given: the slack is internal) and, when the Hold said it, why.
+func (s *supervisor) holdTimeoutText(err error) string {
+	why := fmt.Sprintf("sidecar not ready after --start-timeout %s", s.cfg.StartTimeout)
+	if err != nil && err.Error() != "" {
+		why += ": " + err.Error()
+	}
+	return why
 }
 
 // onHoldFailed applies on-start-timeout, loudly: either way the pod is not
-// what its author asked for.
-func (s *supervisor) onHoldFailed(err error) {
+// what its author asked for. why is the whole reason ("sidecar not ready…").
+func (s *supervisor) onHoldFailed(why string) {
 	s.stopHold()
 	if s.cfg.ExitOnStartTimeout {
-		s.log.Error("sidecar not ready: "+err.Error()+"; exiting without starting CMD (on-start-timeout=exit)", "exit", ExitStartTimeout)
+		s.log.Error(why+"; exiting without starting CMD (on-start-timeout=exit)", "exit", ExitStartTimeout)
 		s.finish(ExitStartTimeout)
 		return
 	}
-	s.log.Error("sidecar not ready: " + err.Error() + "; starting CMD anyway (on-start-timeout=start): its connections may fail until the sidecar is ready")
+	s.log.Error(why + "; starting CMD anyway (on-start-timeout=start): its connections may fail until the sidecar is ready")
 	s.startCmd()
 }
 
@@ -374,9 +420,12 @@ func (s *supervisor) startDrain(sig syscall.Signal) {
 		s.cfg.OnDrain()
 	}
 	s.enter(PhaseDraining)
-	s.log.Info(signalName(sig)+": draining; CMD keeps serving until inbound is quiet",
-		"drain_min", s.cfg.DrainMin, "drain_quiet", s.cfg.DrainQuiet, "drain_max", s.cfg.DrainMax,
-		"watch_inbound", s.cfg.Activity != nil)
+	if s.cfg.Activity == nil {
+		s.log.Info(signalName(sig)+": draining for drain-min (no sidecar: no inbound traffic to watch); CMD keeps serving", "drain_min", s.cfg.DrainMin)
+	} else {
+		s.log.Info(signalName(sig)+": draining; CMD keeps serving until inbound is quiet",
+			"drain_min", s.cfg.DrainMin, "drain_quiet", s.cfg.DrainQuiet, "drain_max", s.cfg.DrainMax)
+	}
 
 	if s.cfg.EnvoyDrain != nil {
 		go s.envoyDrain()
@@ -399,7 +448,9 @@ func (s *supervisor) envoyDrain() {
 	ctx, cancel := context.WithTimeout(context.Background(), max(s.cfg.DrainMax, activityReadTimeout))
 	defer cancel()
 	start := time.Now()
-	if err := s.cfg.EnvoyDrain(ctx); err != nil {
+	if err := s.cfg.EnvoyDrain(ctx); errors.Is(err, ErrNoSidecar) {
+		return
+	} else if err != nil {
 		s.log.Warn("asking the sidecar to drain inbound listeners failed; draining anyway", "err", err)
 		return
 	}
@@ -563,7 +614,10 @@ func (s *supervisor) quitSidecar() {
 	ctx, cancel := context.WithTimeout(context.Background(), quitSidecarBudget)
 	defer cancel()
 	start := time.Now()
-	if err := s.cfg.QuitSidecar(ctx); err != nil {
+	if err := s.cfg.QuitSidecar(ctx); errors.Is(err, ErrNoSidecar) {
+		s.log.Debug("no sidecar to tell to quit")
+		return
+	} else if err != nil {
 		s.log.Warn("could not tell the sidecar to quit: the pod may keep running after CMD", "err", err)
 		return
 	}

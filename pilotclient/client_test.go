@@ -785,3 +785,20 @@ func TestBackoff_PerSource(t *testing.T) {
 		t.Fatalf("syncz still spaced: %v hits %d", err, p.hits.Load())
 	}
 }
+
+// Issue 10 papercut: the value echoed once, safely (as typed for printable
+// UTF-8, escaped otherwise), and "want" said once. Before: 'Ã' for 'ö'
+// and "want pod.namespace; want a node id…".
+func TestProxyIDErrorText(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ id, says string }{
+		{"pödé.default", "character 'ö'"},
+		{"bad\xff.default", `byte "\xff"`},
+		{"app-1", `invalid proxy id "app-1"`},
+	} {
+		_, err := ProxyIDFromNodeID(tc.id)
+		if err == nil || !strings.Contains(err.Error(), tc.says) || strings.Count(err.Error(), "want") != 1 {
+			t.Errorf("%q: %v (want %q and one 'want')", tc.id, err, tc.says)
+		}
+	}
+}

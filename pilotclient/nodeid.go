@@ -3,7 +3,9 @@ package pilotclient
 import (
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 const nodeIDForms = "want a node id like sidecar~10.0.0.1~app-1.default~default.svc.cluster.local, or pod.namespace"
@@ -17,12 +19,12 @@ func ProxyIDFromNodeID(nodeID string) (string, error) {
 	if strings.Contains(nodeID, "~") {
 		parts := strings.Split(nodeID, "~")
 		if len(parts) != 4 || parts[0] == "" {
-			return "", fmt.Errorf("invalid proxy id %q: a node id has 4 fields separated by ~; %s", clip(nodeID), nodeIDForms)
+			return "", fmt.Errorf("invalid proxy id %s: a node id has 4 fields separated by ~; %s", quoteID(nodeID), nodeIDForms)
 		}
 		id = parts[2]
 	}
 	if err := checkProxyID(id); err != nil {
-		return "", fmt.Errorf("invalid proxy id %q: %v; %s", clip(nodeID), err, nodeIDForms)
+		return "", fmt.Errorf("invalid proxy id %s: %v; %s", quoteID(nodeID), err, nodeIDForms)
 	}
 	return id, nil
 }
@@ -33,20 +35,25 @@ func ProxyIDFromNodeID(nodeID string) (string, error) {
 func checkProxyID(id string) error {
 	dot := strings.LastIndexByte(id, '.')
 	if dot <= 0 || dot == len(id)-1 {
-		return fmt.Errorf("want pod.namespace")
+		return fmt.Errorf("no pod.namespace in it")
 	}
 	pod, ns := id[:dot], id[dot+1:]
 	if len(pod) > 253 {
 		return fmt.Errorf("pod name longer than 253 characters")
 	}
-	for i := 0; i < len(pod); i++ {
-		c := pod[i]
+	for i, c := range pod {
+		if c == utf8.RuneError {
+			if _, n := utf8.DecodeRuneInString(pod[i:]); n <= 1 {
+				return fmt.Errorf("pod name has byte %s, which is not UTF-8", strconv.Quote(pod[i:i+1]))
+			}
+			return fmt.Errorf(`pod name has character \ufffd (input that was not UTF-8?)`)
+		}
 		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
 			return fmt.Errorf("pod name has character %q", c)
 		}
 	}
 	if !isDNSLabel(ns) {
-		return fmt.Errorf("namespace %q is not a DNS label", clip(ns))
+		return fmt.Errorf("namespace %s is not a DNS label", quoteID(ns))
 	}
 	return nil
 }
@@ -81,7 +88,7 @@ func namespaceOf(proxyID string) string {
 // first label, Pilot's fallback).
 func RequesterNodeID(proxyID, ip string) (string, error) {
 	if err := checkProxyID(proxyID); err != nil {
-		return "", fmt.Errorf("invalid proxy id %q: %v; %s", clip(proxyID), err, nodeIDForms)
+		return "", fmt.Errorf("invalid proxy id %s: %v; %s", quoteID(proxyID), err, nodeIDForms)
 	}
 	if ip == "" {
 		ip = "127.0.0.1"
@@ -112,3 +119,15 @@ func requesterNamespace(nodeID string) (string, error) {
 }
 
 func clip(s string) string { return oneLine(s, 120) }
+
+// quoteID echoes a value as typed, safely: printable UTF-8 as is, control
+// characters and bytes that are not UTF-8 escaped (\n, \xff), cut at 120
+// bytes of input.
+func quoteID(s string) string {
+	if len(s) > 120 {
+		s = strings.ToValidUTF8(s[:120], "\ufffd") + "…"
+	}
+	// U+FFFD (what some decoders made of bytes that were not UTF-8) is
+	// shown escaped: the one-line cleaner would turn it into a space.
+	return strings.ReplaceAll(strconv.Quote(s), "\uFFFD", `\ufffd`)
+}

@@ -2,7 +2,9 @@ package probe
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -137,7 +139,7 @@ func (a *Aggregator) round(done chan struct{}) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			outcomes[i] = runCheck(ctx, c, a.now)
+			outcomes[i] = runCheck(ctx, c, a.now, a.timeout)
 		}()
 	}
 	wg.Wait()
@@ -155,7 +157,7 @@ func (a *Aggregator) round(done chan struct{}) {
 
 // runCheck runs one check and turns "could not probe" and panics into a
 // failing result: a check must never take the agent down.
-func runCheck(ctx context.Context, c Check, now func() time.Time) (o Outcome) {
+func runCheck(ctx context.Context, c Check, now func() time.Time, timeout time.Duration) (o Outcome) {
 	start := now()
 	o.Name = c.Name
 	o.CheckedAt = start
@@ -167,8 +169,12 @@ func runCheck(ctx context.Context, c Check, now func() time.Time) (o Outcome) {
 	}()
 	r, err := c.Run(ctx)
 	switch {
+	case err != nil && ctx.Err() != nil && isTimeout(err) && strings.Contains(err.Error(), " within "):
+		// The check's own client timed out on the round's deadline and
+		// says so ("no complete answer within 800ms…"): one deadline, once.
+		o.Result = failf(err.Error())
 	case err != nil && ctx.Err() != nil:
-		o.Result = failf(fmt.Sprintf("no answer within %s (--timeout): %v", timeoutOf(ctx, start), err))
+		o.Result = failf(fmt.Sprintf("no answer within %s (--timeout): %v", timeout, err))
 	case err != nil:
 		o.Result = failf(err.Error())
 	default:
@@ -177,11 +183,14 @@ func runCheck(ctx context.Context, c Check, now func() time.Time) (o Outcome) {
 	return o
 }
 
-func timeoutOf(ctx context.Context, start time.Time) time.Duration {
-	if d, ok := ctx.Deadline(); ok {
-		return d.Sub(start).Round(time.Millisecond)
+// isTimeout reports whether err is a deadline running out (the clients'
+// timeout errors then name it: "… within 800ms").
+func isTimeout(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return true
 	}
-	return 0
+	var t interface{ Timeout() bool }
+	return errors.As(err, &t) && t.Timeout()
 }
 
 func (a *Aggregator) withDrain(v *Verdict) *Verdict {

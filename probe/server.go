@@ -61,7 +61,13 @@ func Handler(o ServerOptions) http.Handler {
 			serveVerdict(w, r, o.Ready.Verdict(r.Context()), o.VerboseRemote)
 		case "/health/live":
 			if o.Live == nil {
-				serveVerdict(w, r, agentLive, o.VerboseRemote)
+				v := agentLive
+				if r.URL.RawQuery != "" {
+					// The verbose body's checked_at is now: answering is
+					// the check. The plain body stays allocation-free.
+					v = agentLiveAt(time.Now())
+				}
+				serveVerdict(w, r, v, o.VerboseRemote)
 				return
 			}
 			serveVerdict(w, r, o.Live.Verdict(r.Context()), o.VerboseRemote)
@@ -80,7 +86,11 @@ func Handler(o ServerOptions) http.Handler {
 
 // agentLive is /health/live's verdict when no --app-live is set: answering
 // at all is the proof.
-var agentLive = newVerdict(time.Time{}, []Outcome{{Name: "agent", Result: passf("serving")}})
+var agentLive = agentLiveAt(time.Time{})
+
+func agentLiveAt(now time.Time) *Verdict {
+	return newVerdict(now, []Outcome{{Name: "agent", CheckedAt: now, Result: passf("serving")}})
+}
 
 func serveVerdict(w http.ResponseWriter, r *http.Request, v *Verdict, verboseRemote bool) {
 	h := w.Header()

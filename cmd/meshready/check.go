@@ -16,7 +16,7 @@ type CheckCmd struct {
 
 // Run prints the verdict; exit 0 ready, 1 not ready.
 func (c *CheckCmd) Run(env *Env) error {
-	a, err := c.build(env.Log, c.Timeout)
+	a, err := c.build(env.Log, c.Timeout, nil)
 	if err != nil {
 		return err
 	}

@@ -13,23 +13,31 @@ import (
 	"time"
 
 	"github.com/meshready/meshready/envoyadmin"
+	"github.com/meshready/meshready/graceful"
 	"github.com/meshready/meshready/internal/redact"
 	"github.com/meshready/meshready/probe"
 )
 
-// AgentFlags are the flags every command that checks readiness shares.
+// AgentFlags are the flags every command that checks readiness shares:
+// where the sidecar, Pilot and the app are. The probe server's own flags are
+// ServerFlags (serve and run only), so check, sync and wait --help list only
+// what they use.
 type AgentFlags struct {
-	Listen        string        `default:":54321" help:"Address /health, /health/live and /metrics are served on."`
-	EnvoyAdmin    string        `default:"http://127.0.0.1:15000" help:"Envoy's admin API."`
-	Sidecar       string        `enum:"auto,required,none" default:"auto" help:"Whether the pod has an Envoy sidecar: auto (Downward API annotations, else whether the admin port answers within --start-timeout), required or none."`
-	Podinfo       string        `default:"/etc/podinfo" help:"Downward API directory (annotations, labels)."`
-	AppReady      string        `help:"The app's readiness endpoint: http(s)://host:port/path, tcp://host:port or grpc://host:port[/service]. Empty: the app is not checked."`
-	AppLive       string        `help:"The app's liveness endpoint for /health/live (same forms as --app-ready). Empty: /health/live only says the agent serves."`
-	Interval      time.Duration `default:"1s" help:"How often checks refresh at most; a verdict is reused within it."`
-	StartTimeout  time.Duration `default:"60s" help:"How long to wait for the sidecar: the hold before the app starts, and sidecar auto-detection."`
-	VerboseRemote bool          `help:"Answer ?verbose=1 in full to non-loopback clients too (it shows proxy id, versions and app URLs)."`
+	EnvoyAdmin   string        `default:"http://127.0.0.1:15000" help:"Envoy's admin API."`
+	Sidecar      string        `enum:"auto,required,none" default:"auto" help:"Whether the pod has an Envoy sidecar: auto (Downward API annotations, else whether the admin port answers within --start-timeout), required or none."`
+	Podinfo      string        `default:"/etc/podinfo" help:"Downward API directory (annotations, labels)."`
+	AppReady     string        `help:"The app's readiness endpoint: http(s)://host:port/path, tcp://host:port or grpc://host:port[/service]. Empty: the app is not checked."`
+	StartTimeout time.Duration `default:"60s" help:"How long to wait for the sidecar: the hold before the app starts, and sidecar auto-detection."`
 
 	PilotFlags `embed:""`
+}
+
+// ServerFlags are the probe server's flags: serve and run only.
+type ServerFlags struct {
+	Listen        string        `default:":54321" help:"Address /health, /health/live and /metrics are served on."`
+	AppLive       string        `help:"The app's liveness endpoint for /health/live (same forms as --app-ready). Empty: /health/live only says the agent serves."`
+	Interval      time.Duration `default:"1s" help:"How often checks refresh at most; a verdict is reused within it."`
+	VerboseRemote bool          `help:"Answer ?verbose=1 in full to non-loopback clients too (it shows proxy id, versions and app URLs)."`
 }
 
 // Validate runs when kong parses: every bad value is one line naming the
@@ -40,6 +48,20 @@ func (f *AgentFlags) Validate() error {
 	if _, err := envoyadmin.New(f.EnvoyAdmin); err != nil {
 		return fmt.Errorf("--envoy-admin: %v", err)
 	}
+	if err := checkAddress(f.EnvoyAdmin); err != nil {
+		return fmt.Errorf("--envoy-admin=%q: %v", redact.URL(f.EnvoyAdmin), err)
+	}
+	if err := checkAppFlag("--app-ready", f.AppReady); err != nil {
+		return err
+	}
+	if f.StartTimeout <= 0 {
+		return fmt.Errorf("--start-timeout=%s: must be a positive duration such as 1s or 800ms", f.StartTimeout)
+	}
+	return nil
+}
+
+// Validate checks the server's flags.
+func (f *ServerFlags) Validate() error {
 	if _, err := listenPort(f.Listen); err != nil {
 		return fmt.Errorf("--listen=%q: want host:port or :port (e.g. :54321): %v", f.Listen, err)
 	}
@@ -48,27 +70,24 @@ func (f *AgentFlags) Validate() error {
 			return fmt.Errorf("--listen=%q: want host:port or :port (e.g. :54321): %v", f.Listen, err)
 		}
 	}
-	if err := checkAddress(f.EnvoyAdmin); err != nil {
-		return fmt.Errorf("--envoy-admin=%q: %v", redact.URL(f.EnvoyAdmin), err)
+	if err := checkAppFlag("--app-live", f.AppLive); err != nil {
+		return err
 	}
-	for _, u := range []struct{ flag, val string }{{"--app-ready", f.AppReady}, {"--app-live", f.AppLive}} {
-		if u.val == "" {
-			continue
-		}
-		if _, err := probe.ParseAppTarget(u.val); err != nil {
-			return fmt.Errorf("%s: %v", u.flag, err)
-		}
-		if err := checkAddress(u.val); err != nil {
-			return fmt.Errorf("%s=%q: %v", u.flag, redact.URL(u.val), err)
-		}
+	if f.Interval <= 0 {
+		return fmt.Errorf("--interval=%s: must be a positive duration such as 1s or 800ms", f.Interval)
 	}
-	for _, d := range []struct {
-		flag string
-		val  time.Duration
-	}{{"--interval", f.Interval}, {"--start-timeout", f.StartTimeout}} {
-		if d.val <= 0 {
-			return fmt.Errorf("%s=%s: must be a positive duration such as 1s or 800ms", d.flag, d.val)
-		}
+	return nil
+}
+
+func checkAppFlag(flag, val string) error {
+	if val == "" {
+		return nil
+	}
+	if _, err := probe.ParseAppTarget(val); err != nil {
+		return fmt.Errorf("%s: %v", flag, err)
+	}
+	if err := checkAddress(val); err != nil {
+		return fmt.Errorf("%s=%q: %v", flag, redact.URL(val), err)
 	}
 	return nil
 }
@@ -158,7 +177,14 @@ func (a *agent) holdPoll() time.Duration { return min(a.interval, 200*time.Milli
 // ends. Each poll is a fresh round.
 func (a *agent) waitMesh(ctx context.Context, log *slog.Logger) error {
 	hold := probe.NewAggregator(a.mesh, probe.AggregatorOptions{Interval: time.Nanosecond, Timeout: a.checkTimeout})
-	return pollReady(ctx, hold, a.holdPoll(), log)
+	if err := pollReady(ctx, hold, a.holdPoll(), log); err != nil {
+		return err
+	}
+	if present, decided, _ := a.sidecar.State(); decided && !present {
+		// Auto-detection found none: the mesh checks skipped, not passed.
+		return graceful.ErrNoSidecar
+	}
+	return nil
 }
 
 // pollReady refreshes agg until it is ready or ctx ends, logging each new
@@ -199,13 +225,23 @@ func (c *CheckTimeout) Validate() error {
 // defaultCheckTimeout bounds each check where no flag sets it (`wait`).
 const defaultCheckTimeout = 800 * time.Millisecond
 
-func (f *AgentFlags) build(log *slog.Logger, checkTimeout time.Duration) (*agent, error) {
-	port, _ := listenPort(f.Listen)
-	admin, err := envoyadmin.New(f.EnvoyAdmin, envoyadmin.WithTimeout(checkTimeout), envoyadmin.WithExcludePorts(port))
+// build wires the checks. srv is the probe server's flags (serve, run);
+// nil for the one-shot commands (check, sync, wait).
+func (f *AgentFlags) build(log *slog.Logger, checkTimeout time.Duration, srv *ServerFlags) (*agent, error) {
+	if srv == nil {
+		srv = &ServerFlags{Interval: time.Second}
+	}
+	adminOpts := []envoyadmin.Option{envoyadmin.WithTimeout(checkTimeout)}
+	if port, _ := listenPort(srv.Listen); port > 0 {
+		// Our own port's inbound traffic (the kubelet's probes through
+		// Envoy) is not the app's: the drain does not wait on it.
+		adminOpts = append(adminOpts, envoyadmin.WithExcludePorts(port))
+	}
+	admin, err := envoyadmin.New(f.EnvoyAdmin, adminOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("--envoy-admin: %v", err)
 	}
-	a := &agent{admin: admin, metrics: probe.NewMetrics(version, commit), checkTimeout: checkTimeout, interval: f.Interval}
+	a := &agent{admin: admin, metrics: probe.NewMetrics(version, commit), checkTimeout: checkTimeout, interval: srv.Interval}
 	a.sidecar = probe.NewSidecar(probe.SidecarMode(f.Sidecar), f.Podinfo, f.StartTimeout, log)
 	mo, err := f.PilotFlags.meshOptions(f, a.metrics, checkTimeout)
 	if err != nil {
@@ -224,14 +260,14 @@ func (f *AgentFlags) build(log *slog.Logger, checkTimeout time.Duration) (*agent
 		appCheck.Run = probe.AppCheck(t, opts)
 	}
 	checks := append(append([]probe.Check{}, a.mesh...), appCheck)
-	a.ready = probe.NewAggregator(checks, probe.AggregatorOptions{Interval: f.Interval, Timeout: checkTimeout, Observe: a.metrics.ObserveVerdict})
-	if f.AppLive != "" {
-		t, err := probe.ParseAppTarget(f.AppLive)
+	a.ready = probe.NewAggregator(checks, probe.AggregatorOptions{Interval: srv.Interval, Timeout: checkTimeout, Observe: a.metrics.ObserveVerdict})
+	if srv.AppLive != "" {
+		t, err := probe.ParseAppTarget(srv.AppLive)
 		if err != nil {
 			return nil, fmt.Errorf("--app-live: %v", err)
 		}
 		a.live = probe.NewAggregator([]probe.Check{{Name: "app.live", Run: probe.AppCheck(t, opts)}},
-			probe.AggregatorOptions{Interval: f.Interval, Timeout: checkTimeout})
+			probe.AggregatorOptions{Interval: srv.Interval, Timeout: checkTimeout})
 	}
 	return a, nil
 }

@@ -4,12 +4,14 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"runtime"
+	"strings"
 
 	"github.com/meshready/meshready/internal/oneline"
 
@@ -64,6 +66,7 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 		kong.Description("Readiness agent for pods with an Envoy sidecar: serves /health on :54321 from Envoy's admin API, Pilot's sync status and the app's own readiness."),
 		kong.DefaultEnvars("MESHREADY"),
 		kong.Writers(stdout, stderr),
+		kong.Help(helpPrinter),
 		// --help and friends end the program through Exit; turn that into
 		// a return so run stays testable.
 		kong.Exit(func(code int) { panic(exitRequest(code)) }),
@@ -74,7 +77,12 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 	}
 	kctx, err := parser.Parse(args)
 	if err != nil {
-		fmt.Fprintf(stderr, "meshready: %s\n", oneLine(err.Error()))
+		var pe *kong.ParseError
+		var cmd string
+		if errors.As(err, &pe) && pe.Context != nil {
+			cmd = commandOf(pe.Context)
+		}
+		fmt.Fprintln(stderr, errLine(cmd, err.Error()))
 		return exitBadConfig
 	}
 	if kctx == nil || kctx.Command() == "" {
@@ -87,7 +95,7 @@ func run(args []string, stdout, stderr io.Writer) (code int) {
 		if errors.As(err, &ce) {
 			return int(ce) // the command already said why
 		}
-		fmt.Fprintf(stderr, "meshready: %s\n", oneLine(err.Error()))
+		fmt.Fprintln(stderr, errLine(commandOf(kctx), err.Error()))
 		var de codedError
 		if errors.As(err, &de) {
 			return de.code
@@ -132,6 +140,49 @@ func newLogger(w io.Writer, format, level string) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// commandOf is the command kong selected ("run"), "" when none.
+func commandOf(k *kong.Context) string {
+	if n := k.Selected(); n != nil {
+		for n.Parent != nil && n.Parent.Parent != nil {
+			n = n.Parent
+		}
+		return n.Name
+	}
+	return ""
+}
+
+// errLine is the one error prefix style of every command: "meshready
+// <cmd>: …" ("meshready: …" before a command is known). kong's own
+// "<cmd>: " prefix on validation errors is not repeated.
+func errLine(cmd, msg string) string {
+	msg = oneLine(msg)
+	if cmd == "" {
+		return "meshready: " + msg
+	}
+	return "meshready " + cmd + ": " + strings.TrimPrefix(msg, cmd+": ")
+}
+
+// helpPrinter is kong's, except that `run --help` shows where the flags go:
+// before --, and CMD with its arguments after it (kong would say
+// "run <command> ... [flags]").
+func helpPrinter(opts kong.HelpOptions, ctx *kong.Context) error {
+	if commandOf(ctx) != "run" {
+		return kong.DefaultHelpPrinter(opts, ctx)
+	}
+	var buf bytes.Buffer
+	out := ctx.Stdout
+	ctx.Stdout = &buf
+	err := kong.DefaultHelpPrinter(opts, ctx)
+	ctx.Stdout = out
+	text := buf.String()
+	if _, rest, ok := strings.Cut(text, "\n"); ok && strings.HasPrefix(text, "Usage: ") {
+		text = "Usage: meshready run [flags] -- CMD [ARGS...]\n\n" +
+			"Flags go before --; everything after -- is CMD and its arguments, passed as they are.\n" + rest
+	}
+	io.WriteString(out, text)
+	return err
 }
 
 // oneLine keeps an error to the one line a bad flag deserves.

@@ -38,7 +38,9 @@ func (p *PilotFlags) Validate() error {
 	}
 	if p.ProxyID != "" {
 		if _, err := pilotclient.ProxyIDFromNodeID(p.ProxyID); err != nil {
-			return fmt.Errorf("--proxy-id=%q: %v", p.ProxyID, err)
+			// The error quotes the value safely (escaped, as typed) and
+			// says what is wanted: once each.
+			return fmt.Errorf("--proxy-id: %v", err)
 		}
 	}
 	if p.StaleAfter <= 0 {

@@ -23,6 +23,7 @@ import (
 // before it sees the signal.
 type RunCmd struct {
 	AgentFlags   `embed:""`
+	ServerFlags  `embed:""`
 	CheckTimeout `embed:""`
 
 	DrainMin         time.Duration `default:"5s" help:"After SIGTERM, wait at least this long before signalling the app (callers' proxies need time to stop routing here)."`
@@ -67,7 +68,7 @@ func (c *RunCmd) Run(env *Env) error {
 	sigs := make(chan os.Signal, 64)
 	signal.Notify(sigs)
 	defer signal.Stop(sigs)
-	a, err := c.build(log, c.Timeout)
+	a, err := c.build(log, c.Timeout, &c.ServerFlags)
 	if err != nil {
 		return err
 	}
@@ -119,7 +120,7 @@ func (c *RunCmd) Run(env *Env) error {
 	if c.EnvoyDrain {
 		cfg.EnvoyDrain = func(ctx context.Context) error {
 			if !a.hasSidecar() {
-				return nil
+				return graceful.ErrNoSidecar
 			}
 			return a.admin.DrainListeners(ctx, true, true)
 		}
@@ -127,12 +128,16 @@ func (c *RunCmd) Run(env *Env) error {
 	if c.QuitSidecar {
 		cfg.QuitSidecar = a.quitSidecar(c.EnvoyAdmin)
 	}
+	if c.Sidecar == string(probe.SidecarNone) {
+		// No sidecar by configuration: nothing to hold for, nothing to
+		// watch while draining (the drain is --drain-min), no sidecar
+		// lines in the log.
+		cfg.Hold, cfg.Activity = nil, nil
+	}
 	if err := cfg.Validate(); err != nil {
 		return codeErrorf(exitBadConfig, "%v", err)
 	}
-	for _, w := range cfg.Warnings() {
-		log.Warn(w)
-	}
+	// graceful.Run logs cfg.Warnings() itself, once.
 	code := graceful.Run(context.Background(), cfg)
 	if code != 0 {
 		return codeError(code)
@@ -187,7 +192,7 @@ func (a *agent) inboundActivity(ctx context.Context) (graceful.Activity, error) 
 func (a *agent) quitSidecar(envoyAdmin string) func(ctx context.Context) error {
 	return func(ctx context.Context) error {
 		if !a.hasSidecar() {
-			return nil
+			return graceful.ErrNoSidecar
 		}
 		u, err := url.Parse(envoyAdmin)
 		if err != nil {

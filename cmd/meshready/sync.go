@@ -21,7 +21,7 @@ type SyncCmd struct {
 
 // Run prints the table; exit 0 when every type Pilot sent is synced.
 func (c *SyncCmd) Run(env *Env) error {
-	a, err := c.build(env.Log, c.Timeout)
+	a, err := c.build(env.Log, c.Timeout, nil)
 	if err != nil {
 		return err
 	}

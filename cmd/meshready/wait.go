@@ -36,7 +36,7 @@ func (c *WaitCmd) Run(env *Env) error {
 		env.Log.Warn("--timeout on wait is deprecated: use --wait-timeout (MESHREADY_WAIT_TIMEOUT)", "wait_timeout", c.Timeout)
 		total = c.Timeout
 	}
-	a, err := c.build(env.Log, defaultCheckTimeout)
+	a, err := c.build(env.Log, defaultCheckTimeout, nil)
 	if err != nil {
 		return err
 	}
@@ -44,7 +44,7 @@ func (c *WaitCmd) Run(env *Env) error {
 	ctx, cancel := context.WithTimeout(context.Background(), total)
 	defer cancel()
 	if err := pollReady(ctx, a.ready, a.holdPoll(), env.Log); err != nil {
-		fmt.Fprintf(env.Stderr, "meshready: not ready after %s (--wait-timeout): %v\n", total, err)
+		fmt.Fprintf(env.Stderr, "meshready wait: not ready after %s (--wait-timeout): %v\n", total, err)
 		return codeError(exitNotReady)
 	}
 	fmt.Fprintf(env.Stdout, "ready after %s\n", time.Since(start).Round(time.Millisecond))
