@@ -9,7 +9,7 @@ FUZZTIME ?= 10s
 # Packages with fuzz targets; `make fuzz` runs each target for $(FUZZTIME).
 FUZZ_PKGS := ./envoyadmin ./probe ./pilotclient ./lint ./analysis
 
-.PHONY: all generate generate-check build build-meshrelease lint-examples agent-deps test deps fmt-check vet unit bench fuzz run clean size loadtest integration demo cluster-bins
+.PHONY: all generate generate-check build build-meshrelease lint-examples agent-deps test deps fmt-check vet unit bench fuzz run clean size loadtest bench-peer integration demo cluster-bins
 
 all: build
 
@@ -136,3 +136,8 @@ image: build
 # SIGTERM (root).
 image-test: image
 	VERSION=$(VERSION) COMMIT=$(COMMIT) images/test-image.sh
+
+# Istio's real pilot-agent beside meshready against one Envoy admin stand-in
+# (issue 11; tools/bench-peer.sh says what it does and does not do yet).
+bench-peer:
+	@tools/bench-peer.sh
