@@ -376,7 +376,15 @@ func runSync(t testing.TB, args ...string) SyncReport {
 	needAgent(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, agentBin, append([]string{"sync", "--output=json"}, args...)...)
+	// --interval is the probe server's (serve, run): sync refuses it since
+	// the flag groups were split (issue 10).
+	var keep []string
+	for _, a := range args {
+		if !strings.HasPrefix(a, "--interval=") {
+			keep = append(keep, a)
+		}
+	}
+	cmd := exec.CommandContext(ctx, agentBin, append([]string{"sync", "--output=json"}, keep...)...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()

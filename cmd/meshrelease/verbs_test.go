@@ -115,7 +115,7 @@ func TestReleaseVerbs(t *testing.T) {
 
 	t.Run("status", func(t *testing.T) {
 		now := time.Now().UTC()
-		ts := func(d time.Duration) string { return now.Add(d).Format(time.RFC3339) }
+		ts := func(d time.Duration) string { return now.Add(d).Format("2006-01-02T15:04:05.000000Z07:00") }
 		setStatus(t, c, "shop", "cart-v2", `{"phase":"Progressing","stage":"Analysis","message":"window 1 of step 2/4 (25%) running","windowStart":"`+ts(-20*time.Second)+`",
 			"weights":{"desired":25,"applied":25,"synced":"12/12","observed":"9.7"},
 			"gate":{"object":"VirtualService/shop/cart","resourceVersion":"77","writtenAt":"`+ts(-21*time.Second)+`","synced":"11/12",
@@ -135,7 +135,7 @@ func TestReleaseVerbs(t *testing.T) {
 			"Weights to v2:\n  DESIRED  APPLIED  SYNCED  OBSERVED\n  25%      25%      12/12   9.7%\n",
 			"Gate:     VirtualService/shop/cart (resourceVersion 77) written ",
 			"  PROXY          ISTIOD    TYPE  WAITING\n  caller-1.shop  istiod-0  RDS   2",
-			"  STEP  WEIGHT  WINDOW             GATE  VERDICT  REQUESTS  FAILED  ERROR RATE  P50    P99   OBSERVED  FROM ERR  FROM P99  REASON\n",
+			"  STEP  WEIGHT  WINDOW                     GATE  VERDICT  REQUESTS  FAILED  ERROR RATE  P50    P99   OBSERVED  FROM ERR  FROM P99  REASON\n",
 			"  1     10%     ",
 			"  -     Pass     118       0       0.00%       3.1ms  12ms  10.0%     -         -         error rate 0.00% <= 1.00%, 118 requests >= 50\n",
 		} {
