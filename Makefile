@@ -122,7 +122,7 @@ loadtest: build
 # ~700 MB. Without -race: the in-process Pilot is too slow under the race
 # detector (integration/README.md).
 integration: cluster-bins
-	cd integration && MESHREADY_REQUIRE_CLUSTER=$${MESHREADY_REQUIRE_CLUSTER:-1} $(GO) test -count=1 -timeout 25m ./...
+	cd integration && MESHREADY_REQUIRE_CLUSTER=$${MESHREADY_REQUIRE_CLUSTER:-1} $(GO) test -count=1 -timeout 45m ./...
 
 .PHONY: image image-test
 
