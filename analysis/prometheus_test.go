@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/meshready/meshready/internal/localcluster"
 )
 
 // The tests in this file run the real Prometheus (`make cluster-bins`
@@ -36,21 +38,8 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// promBinary is `make cluster-bins`' Prometheus: $MESHREADY_CACHE/current
-// (default ~/.cache/meshready/current), as internal/localcluster.BinDir
-// finds it (not imported: this package's tests need nothing else of it).
-func promBinary() string {
-	c := os.Getenv("MESHREADY_CACHE")
-	if c == "" {
-		if x := os.Getenv("XDG_CACHE_HOME"); x != "" {
-			c = filepath.Join(x, "meshready")
-		} else {
-			home, _ := os.UserHomeDir()
-			c = filepath.Join(home, ".cache", "meshready")
-		}
-	}
-	return filepath.Join(c, "current", "prometheus")
-}
+// promBinary is `make cluster-bins`' Prometheus.
+func promBinary() string { return filepath.Join(localcluster.BinDir(), "prometheus") }
 
 // needPrometheus skips when the binary is not built — loudly, and only
 // outside CI: with MESHREADY_REQUIRE_CLUSTER=1 a missing binary fails.

@@ -11,9 +11,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
-	xdsgrpc "google.golang.org/grpc/xds" // registers the xds resolver and balancers
 
 	"github.com/meshready/meshready/integration/greeter"
 )
@@ -72,22 +70,11 @@ type Call struct {
 // DialGreeter connects a proxyless caller through Pilot at xdsAddr and
 // waits (up to wait) for one call to succeed: the caller has its config.
 func DialGreeter(xdsAddr, name string, wait time.Duration) (*grpc.ClientConn, error) {
-	res, err := xdsgrpc.NewXDSResolverWithConfigForTesting(CallerBootstrap(xdsAddr, name))
+	res, err := newXDSResolver(CallerBootstrap(xdsAddr, name))
 	if err != nil {
 		return nil, fmt.Errorf("xds resolver: %w", err)
 	}
-	conn, err := grpc.NewClient(fmt.Sprintf("xds:///%s:%d", GreeterHost, GreeterPort),
-		grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithResolvers(res))
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), wait)
-	defer cancel()
-	if _, err := greeter.Hello(ctx, conn, "warm-up", grpc.WaitForReady(true)); err != nil {
-		_ = conn.Close()
-		return nil, fmt.Errorf("proxyless caller: no answer from %s within %s: %w", GreeterHost, wait, err)
-	}
-	return conn, nil
+	return dialXDS(fmt.Sprintf("xds:///%s:%d", GreeterHost, GreeterPort), wait, grpc.WithResolvers(res))
 }
 
 // StartLoad sends rate calls per second on conn, each with a 2 s deadline,

@@ -21,7 +21,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/resolver"
-	xdsgrpc "google.golang.org/grpc/xds"
+	xdsgrpc "google.golang.org/grpc/xds" // registers the xds resolver and balancers
 	"google.golang.org/grpc/xds/csds"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
