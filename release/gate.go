@@ -82,6 +82,9 @@ type GateResult struct {
 	Waiting []v1alpha1.ProxyWait
 	// Checked is when the syncz answers this look used were fetched.
 	Checked time.Time
+	// Unasked names the replicas that could not be asked this look (the
+	// gate stays shut while any is): one line each.
+	Unasked []string
 }
 
 // Synced is "n/m".
@@ -278,6 +281,9 @@ func (g *Gatekeeper) Check(ctx context.Context, key string, want Want, since tim
 	}
 	if len(errs) > 0 && len(snap.replicas) == len(errs) {
 		return res, errors.Join(errs...)
+	}
+	for _, e := range errs {
+		res.Unasked = append(res.Unasked, e.Error())
 	}
 	return res, nil
 }

@@ -2,6 +2,7 @@ package release
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
@@ -78,4 +79,30 @@ func TestGateWaitsForACallerThatDroppedOut(t *testing.T) {
 
 func hostOnly() *v1alpha1.Release {
 	return &v1alpha1.Release{Status: v1alpha1.ReleaseStatus{Host: "shop.ns.svc.cluster.local"}}
+}
+
+// One of two replicas down: the gate stays shut and says which one was
+// not asked, even when every caller the other one knows holds the write.
+func TestGateOneReplicaDown(t *testing.T) {
+	t.Parallel()
+	up := &scriptedPilot{}
+	up.set("2026-12-02T10:00:00Z/5", map[string]string{"a.ns": "2026-12-02T10:00:00Z/5"})
+	g := &Gatekeeper{PollInterval: time.Millisecond, Replicas: func(context.Context) ([]Replica, error) {
+		return []Replica{{Name: "istiod-0", API: up}, {Name: "istiod-1", API: downPilot{}}}, nil
+	}}
+	r := &Reconciler{}
+	res, err := g.Check(context.Background(), "k", r.wantWeights(hostOnly(), "default", map[string]int32{"v1": 90, "v2": 10}), time.Now())
+	if err != nil || res.Open || len(res.Unasked) != 1 || !strings.Contains(res.Unasked[0], "istiod-1") {
+		t.Fatalf("one replica down: %+v %v", res, err)
+	}
+}
+
+type downPilot struct{}
+
+func (downPilot) Fleet(context.Context, string, int) ([]pilotclient.ProxyStatus, error) {
+	return nil, errors.New("connection refused")
+}
+
+func (downPilot) HostRouting(context.Context, string, string) (pilotclient.HostRouting, error) {
+	return pilotclient.HostRouting{}, errors.New("connection refused")
 }

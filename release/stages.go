@@ -296,7 +296,11 @@ func (r *Reconciler) waitGate(ctx context.Context, rel *v1alpha1.Release, want W
 	if err != nil {
 		rel.Status.Message = oneLine(fmt.Sprintf("waiting for %s to propagate: %v", g.Object, err))
 	} else {
-		rel.Status.Message = oneLine(fmt.Sprintf("waiting for %s to propagate: %s callers hold %s", g.Object, res.Synced(), want.What))
+		msg := fmt.Sprintf("waiting for %s to propagate: %s callers hold %s", g.Object, res.Synced(), want.What)
+		if len(res.Unasked) > 0 {
+			msg += "; not asked: " + strings.Join(res.Unasked, "; ")
+		}
+		rel.Status.Message = oneLine(msg)
 	}
 	return false, r.pollAgain(), nil
 }
