@@ -65,6 +65,7 @@ type Call struct {
 	Pod     string // who answered ("" on failure)
 	Code    string // "OK" or the gRPC status code
 	Message string
+	Caller  string // which caller sent it, where a test has several ("" otherwise)
 }
 
 // DialGreeter connects a proxyless caller through Pilot at xdsAddr and

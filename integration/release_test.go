@@ -85,8 +85,15 @@ func needReleaseMesh(t *testing.T) (*ReleaseMesh, *shopCallers) {
 
 func (c *shopCallers) calls() []Call {
 	var all []Call
-	for _, l := range append(slices.Clone(c.loads), c.csdsLd) {
-		all = append(all, l.Snapshot().Calls...)
+	for i, l := range append(slices.Clone(c.loads), c.csdsLd) {
+		name := "default-pool"
+		if i < len(c.loads) {
+			name = fmt.Sprintf("shop-caller-%d", i)
+		}
+		for _, call := range l.Snapshot().Calls {
+			call.Caller = name
+			all = append(all, call)
+		}
 	}
 	sort.Slice(all, func(i, j int) bool { return all[i].At.Before(all[j].At) })
 	return all
@@ -233,11 +240,26 @@ func TestReleaseGoodV2(t *testing.T) {
 	if rel.Status.Phase != v1alpha1.PhaseSucceeded {
 		t.Fatalf("phase %s: %s", rel.Status.Phase, rel.Status.Message)
 	}
-	if failed := FailedIn(calls, start, time.Now()); failed != 0 {
-		t.Errorf("%d calls failed during the release", failed)
+	if failed := FailedCalls(calls, start, time.Now()); len(failed) != 0 {
+		t.Errorf("%d calls failed during the release:\n%s", len(failed), callLines(failed))
 	}
 	var windows time.Duration
+	passed := map[int32]bool{}
 	for _, h := range rel.Status.History {
+		if h.Verdict == v1alpha1.VerdictPass {
+			passed[h.Step] = true
+		}
+	}
+	for _, h := range rel.Status.History {
+		if h.Verdict == v1alpha1.VerdictInconclusive && strings.HasPrefix(h.Reason, "too few requests") && passed[h.Step] {
+			// A new version's first window can undercount: Prometheus scrapes
+			// a new pod only once its discovery has caught up (seconds), and
+			// increase() cannot count what a series held at its first sample.
+			// The controller repeats the window instead of passing on too few
+			// numbers, which is the behaviour wanted; the step must still pass.
+			t.Logf("step %d: one window repeated: %s", h.Step+1, h.Reason)
+			continue
+		}
 		if h.Verdict != v1alpha1.VerdictPass {
 			t.Errorf("step %d: %s (%s)", h.Step+1, h.Verdict, h.Reason)
 			continue
@@ -264,6 +286,16 @@ func TestReleaseGoodV2(t *testing.T) {
 	if out, err := rm.M.Cluster.Kubectl(ctx, nil, "get", "deployment", "shop-v1", "--ignore-not-found", "-o", "name"); err != nil || strings.TrimSpace(out) != "" {
 		t.Errorf("shop-v1 still there: %q %v", out, err)
 	}
+}
+
+// callLines is one line per call: when it was sent, how long it took,
+// its code and message (what a failed call's cause is read from).
+func callLines(calls []Call) string {
+	var b strings.Builder
+	for _, c := range calls {
+		fmt.Fprintf(&b, "  %s %s took %s: %s %s\n", c.At.Format("15:04:05.000"), c.Caller, c.Took.Round(time.Millisecond), c.Code, c.Message)
+	}
+	return b.String()
 }
 
 func diff(a, b map[string]float64) map[string]float64 {
@@ -422,8 +454,8 @@ func TestReleaseControllerKilled(t *testing.T) {
 			t.Errorf("weight moved backwards: %v", weights)
 		}
 	}
-	if failed := FailedIn(calls, start, time.Now()); failed != 0 {
-		t.Errorf("%d calls failed", failed)
+	if failed := FailedCalls(calls, start, time.Now()); len(failed) != 0 {
+		t.Errorf("%d calls failed:\n%s", len(failed), callLines(failed))
 	}
 }
 

@@ -381,13 +381,18 @@ func VersionShare(calls []Call, version string, from, to time.Time) (float64, in
 
 // FailedIn counts failed calls in (from, to].
 func FailedIn(calls []Call, from, to time.Time) int {
-	n := 0
+	return len(FailedCalls(calls, from, to))
+}
+
+// FailedCalls are the failed calls in (from, to], in order.
+func FailedCalls(calls []Call, from, to time.Time) []Call {
+	var out []Call
 	for _, c := range calls {
 		if c.Code != "OK" && c.At.After(from) && !c.At.After(to) {
-			n++
+			out = append(out, c)
 		}
 	}
-	return n
+	return out
 }
 
 // jsonLine is a compact JSON of v, for test logs.

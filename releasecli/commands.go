@@ -343,7 +343,7 @@ type Edit struct {
 
 // apply reads the release, lets decide refuse the edit or make its patch,
 // and applies the patch.
-func (e *Edit) apply(io *IO, verb string, decide func(r *v1alpha1.Release) (patch map[string]any, done string, err error)) error {
+func (e *Edit) apply(io *IO, verb string, decide EditFunc) error {
 	cl, err := e.Connect()
 	if err != nil {
 		return err
@@ -379,25 +379,13 @@ func (e *Edit) apply(io *IO, verb string, decide func(r *v1alpha1.Release) (patc
 type PauseCmd struct{ Edit }
 
 // Run sets spec.paused.
-func (c *PauseCmd) Run(io *IO) error {
-	return c.apply(io, "pause", func(r *v1alpha1.Release) (map[string]any, string, error) {
-		return map[string]any{"paused": true}, "paused: it holds at step " + stepLabel(r) + " (meshrelease resume lets it go on)", nil
-	})
-}
+func (c *PauseCmd) Run(io *IO) error { return c.apply(io, "pause", EditPause) }
 
 // ResumeCmd is `meshrelease resume NAME`.
 type ResumeCmd struct{ Edit }
 
 // Run clears spec.paused.
-func (c *ResumeCmd) Run(io *IO) error {
-	return c.apply(io, "resume", func(r *v1alpha1.Release) (map[string]any, string, error) {
-		done := "resumed"
-		if !r.Spec.Paused && r.Status.Phase == v1alpha1.PhasePaused {
-			done += " (it was paused by the controller, not by spec.paused: " + dash(r.Status.Message) + ")"
-		}
-		return map[string]any{"paused": false}, done, nil
-	})
-}
+func (c *ResumeCmd) Run(io *IO) error { return c.apply(io, "resume", EditResume) }
 
 // PromoteCmd is `meshrelease promote NAME [--full]`.
 type PromoteCmd struct {
@@ -408,33 +396,17 @@ type PromoteCmd struct {
 // Run sets spec.promote: the step read from status (promoting twice does
 // not skip two steps), or full.
 func (c *PromoteCmd) Run(io *IO) error {
-	return c.apply(io, "promote", func(r *v1alpha1.Release) (map[string]any, string, error) {
-		if c.Full {
-			return map[string]any{"promote": map[string]any{"full": true}}, "promoted in full: straight to 100 %, then retire", nil
-		}
-		switch r.Status.Phase {
-		case v1alpha1.PhaseProgressing, v1alpha1.PhasePaused:
-		default:
-			return nil, "", fmt.Errorf("promote release %q: it is %s, not at a step yet (--full promotes it all the way)", c.Name, phase(r))
-		}
-		if r.Status.Step < 0 || int(r.Status.Step) >= len(r.Spec.Steps) {
-			return nil, "", fmt.Errorf("promote release %q: no step under way yet (--full promotes it all the way)", c.Name)
-		}
-		return map[string]any{"promote": map[string]any{"step": r.Status.Step}},
-			"promoted step " + stepLabel(r) + ": the next step starts once this one's gate has opened", nil
-	})
+	if c.Full {
+		return c.apply(io, "promote", EditPromoteFull)
+	}
+	return c.apply(io, "promote", EditPromote)
 }
 
 // AbortCmd is `meshrelease abort NAME`.
 type AbortCmd struct{ Edit }
 
 // Run sets spec.abort.
-func (c *AbortCmd) Run(io *IO) error {
-	return c.apply(io, "abort", func(r *v1alpha1.Release) (map[string]any, string, error) {
-		from := dash(r.Status.From)
-		return map[string]any{"abort": true}, "aborted: rolling back to 100 % " + from, nil
-	})
-}
+func (c *AbortCmd) Run(io *IO) error { return c.apply(io, "abort", EditAbort) }
 
 func writeJSON(w io.Writer, v any) error {
 	b, err := json.MarshalIndent(v, "", "  ")
